@@ -1,0 +1,5 @@
+import sys
+
+from ragfocus.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""Terminal tables for the demo and the benchmarks (rich)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ragfocus.evaluation.demo import DemoCase
+from ragfocus.evaluation.hotpotqa_eval import EvalReport
+
+
+def render_demo(console: Console, model: str, corpus_size: int, index_seconds: float, cases: list[DemoCase]) -> None:
+    console.print(f"[bold]ragfocus demo[/] — scorer {model}; faiss + all-MiniLM-L6-v2 over {corpus_size} HotpotQA "
+                  f"dev paragraphs (indexed in {index_seconds:.1f} s)\n")
+    for case in cases:
+        result = case.result
+        kept_ids = {p.index for p in result.kept}
+        table = Table(title=f"Q: {case.question.question}\nanswer: {case.question.answer}", title_justify="left", show_lines=False)
+        for column in ("retrieved #", "minilm", "ragfocus", "state", "gold", "passage"):
+            table.add_column(column)
+        for scored in sorted(result.kept + result.dropped, key=lambda p: p.index):
+            state = "[green]kept #%d[/]" % ([p.index for p in result.kept].index(scored.index) + 1) if scored.index in kept_ids else "[red]dropped[/]"
+            title = scored.metadata.get("title", "")
+            table.add_row(
+                str(scored.index + 1),
+                f"{scored.signals.get('retriever', float('nan')):.3f}",
+                f"{scored.score:+.3f}",
+                state,
+                "★" if title in case.gold_titles else "",
+                scored.text[:70] + ("…" if len(scored.text) > 70 else ""),
+            )
+        console.print(table)
+        saved = 100.0 * result.tokens_saved / result.tokens_in if result.tokens_in else 0.0
+        gold_kept = sum(1 for p in result.kept if p.metadata.get("title") in case.gold_titles)
+        gold_found = sum(1 for p in case.retrieved if p.metadata.get("title") in case.gold_titles)
+        console.print(
+            f"tokens {result.tokens_in} -> {result.tokens_out} (budget {result.budget}, {saved:.0f}% saved); "
+            f"gold paragraphs retrieved {gold_found}, kept {gold_kept}; {result.seconds:.2f} s\n"
+        )
+
+
+def render_eval(console: Console, report: EvalReport) -> None:
+    table = Table(title=f"HotpotQA dev {report.start}-{report.start + report.limit - 1} ({report.limit} questions, "
+                        f"~{report.mean_prompt_tokens:.0f} prompt tokens), scorer {report.model}")
+    for column in ("method", "recall@2", "both@4", "s/query (median)"):
+        table.add_column(column)
+    for method in report.methods:
+        table.add_row(method.method, f"{method.recall_at_2:.3f}", f"{method.both_at_4:.3f}", f"{method.seconds_per_query:.3f}")
+    table.add_row("plain forward (SDPA, no attention)", "-", "-", f"{report.forward_seconds_per_query:.3f}")
+    console.print(table)
+    console.print(f"ragfocus time / plain forward time (median over questions): {report.ragfocus_over_forward:.2f}")

@@ -1,0 +1,202 @@
+"""``Focuser``: rank passages by the scorer's attention, then keep what fits.
+
+>>> from ragfocus import Focuser                                            # doctest: +SKIP
+>>> focuser = Focuser()             # embedded SmolLM2-135M-Instruct, loaded once
+>>> result = focuser.focus("Who wrote Hamlet?", passages, budget=300)
+>>> [p.index for p in result.kept], result.tokens_in, result.tokens_out
+([3, 0], 1480, 271)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ragfocus.engine import AttentionEngine, HeadSet
+from ragfocus.models import LoadedModel, load_model
+from ragfocus.passages import PassageLike, as_passages
+from ragfocus.prompt import build_prompt
+from ragfocus.scoring import middle_layer_heads, score_retrieval_heads
+from ragfocus.scoring.retrieval_heads import DEFAULT_SINK_FACTOR
+from ragfocus.selection import SelectionConfig, select
+from ragfocus.tokens import TokenCounter, token_counter
+from ragfocus.types import FocusResult, Order, Passage, ScoredPassage
+
+logger = logging.getLogger(__name__)
+
+SIGNAL_NAMES = ("retrieval_heads", "query_attention", "null_attention")
+"""Signals every scored passage carries; ``retriever`` is added when the caller gave a score."""
+
+
+class Focuser:
+    """Ranks and prunes retrieved passages with a small causal LM's attention.
+
+    Args:
+        model: ``None`` for the embedded default (SmolLM2-135M-Instruct), a Hugging Face hub
+            id or local path, or an already ``LoadedModel``.
+        heads: layer -> heads to read; default every head of the middle half of the layers.
+        tokenizer: the generator's tokenizer for budgets (HF tokenizer, name, or callable
+            ``str -> int``); default the scorer's own.
+        device: ``None`` picks CUDA when present, else CPU.
+        sink_factor: content-free attention above this multiple of the median marks a token
+            as a sink and masks it; ``None`` masks nothing.
+
+    One ``Focuser`` is safe to share between threads; calls on it are serialized.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | LoadedModel | None = None,
+        *,
+        heads: HeadSet | None = None,
+        tokenizer: Any = None,
+        device: str | None = None,
+        sink_factor: float | None = DEFAULT_SINK_FACTOR,
+    ) -> None:
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+        self.engine = AttentionEngine(self.loaded.model)
+        self.heads: HeadSet = dict(heads) if heads is not None else middle_layer_heads(
+            self.loaded.num_layers, self.loaded.num_heads
+        )
+        self.engine.validate_heads(self.heads)
+        if sink_factor is not None and not (isinstance(sink_factor, (int, float)) and sink_factor > 0):
+            raise ValueError(f"sink_factor must be a positive number or None, got {sink_factor!r}")
+        self.sink_factor = sink_factor
+        self._count = token_counter(tokenizer if tokenizer is not None else self.loaded.tokenizer)
+        self._lock = threading.RLock()
+
+    def rank(self, query: str, passages: Sequence[PassageLike]) -> list[ScoredPassage]:
+        """Score every passage; best first, nothing dropped.
+
+        Empty or whitespace-only passages are not shown to the model: they get score
+        ``-inf`` and NaN signals and rank last.
+
+        Raises:
+            TypeError: ``query`` is not a str, or a passage is not a str/Passage/Document.
+            ValueError: the query is empty, or the prompt exceeds the model's context.
+        """
+        _check_query(query)
+        items = as_passages(passages)
+        with self._lock:
+            return self._rank(query, items)
+
+    def focus(
+        self,
+        query: str,
+        passages: Sequence[PassageLike],
+        *,
+        budget: int | None = None,
+        ratio: float | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        order: Order = "relevance",
+        tokenizer: Any = None,
+        separator: str = "\n\n",
+    ) -> FocusResult:
+        """Rank, keep what fits and arrange it: see ``SelectionConfig`` for the options.
+
+        ``budget`` and ``ratio`` are counted with ``tokenizer`` (the generator's; default the
+        one given to the ``Focuser``). A budget below every passage keeps nothing and logs a
+        warning; the empty context is returned, not an error.
+        """
+        started = time.perf_counter()
+        config = SelectionConfig(
+            budget=budget, ratio=ratio, top_k=top_k, threshold=threshold, order=order, separator=separator
+        )
+        count: TokenCounter = token_counter(tokenizer) if tokenizer is not None else self._count
+        ranked = self.rank(query, passages)
+        chosen = select(ranked, config, count)
+        if ranked and not chosen.kept and chosen.budget is not None:
+            logger.warning("budget of %d tokens is below every passage: nothing kept", chosen.budget)
+        return FocusResult(
+            query=query,
+            context=chosen.context,
+            kept=chosen.kept,
+            dropped=chosen.dropped,
+            tokens_in=chosen.tokens_in,
+            tokens_out=chosen.tokens_out,
+            seconds=time.perf_counter() - started,
+            budget=chosen.budget,
+            order=config.order,
+        )
+
+    def _rank(self, query: str, items: list[Passage]) -> list[ScoredPassage]:
+        present = [index for index, item in enumerate(items) if item.text.strip()]
+        signals: dict[int, dict[str, float]] = {index: dict.fromkeys(SIGNAL_NAMES, math.nan) for index in range(len(items))}
+        scores = {index: -math.inf for index in range(len(items))}
+        if present:
+            prompt = build_prompt(self.loaded.tokenizer, query, [items[index].text for index in present])
+            self._check_length(prompt.total_tokens, [prompt.passage_spans[i] for i in range(len(present))], present)
+            started = time.perf_counter()
+            heads = score_retrieval_heads(self.engine, prompt, self.heads, sink_factor=self.sink_factor)
+            logger.debug("scored %d passages (%d tokens) in %.3f s", len(present), prompt.total_tokens, time.perf_counter() - started)
+            for position, index in enumerate(present):
+                signals[index] = {
+                    "retrieval_heads": heads.calibrated[position],
+                    "query_attention": heads.query_mass[position],
+                    "null_attention": heads.null_mass[position],
+                }
+                scores[index] = heads.calibrated[position]
+        for index, item in enumerate(items):
+            if item.score is not None:
+                signals[index]["retriever"] = float(item.score)
+        order = sorted(range(len(items)), key=lambda index: (-scores[index], index))
+        return [
+            ScoredPassage(index=index, rank=rank, text=items[index].text, score=scores[index], signals=signals[index], passage=items[index])
+            for rank, index in enumerate(order)
+        ]
+
+    def _check_length(self, total: int, spans: list[tuple[int, int]], indices: list[int]) -> None:
+        limit = self.loaded.max_positions
+        if limit is None or total <= limit:
+            return
+        longest = max(range(len(spans)), key=lambda i: spans[i][1] - spans[i][0])
+        raise ValueError(
+            f"the ranking prompt is {total} tokens but {self.loaded.name} reads at most {limit}; the longest "
+            f"passage (passages[{indices[longest]}]) is {spans[longest][1] - spans[longest][0]} tokens. "
+            "Pass fewer or shorter passages (split long documents into chunks)."
+        )
+
+
+def _check_query(query: object) -> None:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty: ranking needs a question or search query")
+
+
+_default_focuser: Focuser | None = None
+_default_lock = threading.Lock()
+
+
+def default_focuser() -> Focuser:
+    """The shared ``Focuser`` on the embedded default model, created on first use."""
+    global _default_focuser
+    with _default_lock:
+        if _default_focuser is None:
+            _default_focuser = Focuser()
+        return _default_focuser
+
+
+def focus(
+    query: str,
+    passages: Sequence[PassageLike],
+    *,
+    budget: int | None = None,
+    ratio: float | None = None,
+    top_k: int | None = None,
+    threshold: float | None = None,
+    order: Order = "relevance",
+    tokenizer: Any = None,
+    separator: str = "\n\n",
+) -> FocusResult:
+    """``Focuser.focus`` on a shared default ``Focuser``."""
+    return default_focuser().focus(
+        query, passages, budget=budget, ratio=ratio, top_k=top_k, threshold=threshold,
+        order=order, tokenizer=tokenizer, separator=separator,
+    )

@@ -1,0 +1,80 @@
+"""Build the ranking prompt and locate passages and query in tokens.
+
+The prompt follows ICR (Chen et al., ICLR 2025): an instruction and the passages form a
+prefix shared by the real query and the content-free calibration query ("N/A"); each query
+then comes in its own suffix. Spans are read from the tokenizer's offset mapping, never by
+counting tokens by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+PREFIX_HEADER = "Here are some paragraphs:\n\n"
+PASSAGE_TEMPLATE = "[{number}] {text}\n\n"
+SUFFIX_TEMPLATE = (
+    "Please find information that is relevant to the following query in the paragraphs above.\n\nQuery: {query}"
+)
+CONTENT_FREE_QUERY = "N/A"
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    """Token ids of the shared prefix and of each suffix, with spans as [start, end) token ranges."""
+
+    prefix_ids: list[int]
+    passage_spans: list[tuple[int, int]]
+    """Per passage, its tokens in the prefix (empty range for an empty passage)."""
+    query_ids: list[int]
+    query_rows: tuple[int, int]
+    null_ids: list[int]
+    null_rows: tuple[int, int]
+
+    @property
+    def total_tokens(self) -> int:
+        return len(self.prefix_ids) + max(len(self.query_ids), len(self.null_ids))
+
+
+def build_prompt(tokenizer: object, query: str, texts: Sequence[str]) -> TokenizedPrompt:
+    """Tokenize the ranking prompt for ``query`` over ``texts``.
+
+    The prefix is tokenized with the tokenizer's special tokens (a BOS where the model uses
+    one), the suffixes without.
+    """
+    pieces = [PREFIX_HEADER]
+    char_spans: list[tuple[int, int]] = []
+    cursor = len(PREFIX_HEADER)
+    for number, text in enumerate(texts, start=1):
+        block = PASSAGE_TEMPLATE.format(number=number, text=text)
+        start = cursor + block.index(text) if text else cursor
+        char_spans.append((start, start + len(text)))
+        pieces.append(block)
+        cursor += len(block)
+    prefix_ids, prefix_offsets = _encode("".join(pieces), tokenizer, special=True)
+    passage_spans = [_token_span(prefix_offsets, span) for span in char_spans]
+    query_ids, query_rows = _encode_suffix(tokenizer, query)
+    null_ids, null_rows = _encode_suffix(tokenizer, CONTENT_FREE_QUERY)
+    return TokenizedPrompt(prefix_ids, passage_spans, query_ids, query_rows, null_ids, null_rows)
+
+
+def _encode_suffix(tokenizer: object, query: str) -> tuple[list[int], tuple[int, int]]:
+    text = SUFFIX_TEMPLATE.format(query=query)
+    start = text.rindex(query)
+    ids, offsets = _encode(text, tokenizer, special=False)
+    rows = _token_span(offsets, (start, start + len(query)))
+    if rows[0] == rows[1]:
+        raise ValueError(f"the query {query!r} produced no tokens")
+    return ids, rows
+
+
+def _encode(text: str, tokenizer: object, *, special: bool) -> tuple[list[int], list[tuple[int, int]]]:
+    encoded = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)  # type: ignore[operator]
+    return list(encoded["input_ids"]), [tuple(pair) for pair in encoded["offset_mapping"]]
+
+
+def _token_span(offsets: Sequence[tuple[int, int]], chars: tuple[int, int]) -> tuple[int, int]:
+    """Tokens whose characters overlap ``chars``; special tokens (empty offsets) never do."""
+    first, last = chars
+    inside = [i for i, (start, end) in enumerate(offsets) if end > start and start < last and end > first]
+    return (inside[0], inside[-1] + 1) if inside else (0, 0)

@@ -1,0 +1,22 @@
+"""Default head sets, used until a head profile names better ones."""
+
+from __future__ import annotations
+
+from ragfocus.engine import HeadSet
+
+
+def middle_layer_heads(num_layers: int, num_heads: int) -> HeadSet:
+    """Every head of the middle half of the layers: layers ``L//4`` to ``L//4 + L//2 - 1``.
+
+    ICR reads all heads; on SmolLM2-135M the middle half ranks HotpotQA passages better
+    (recall@2 0.52 against 0.45 for all layers, DESIGN.md) and lets the forward pass stop
+    after layer 21 of 30.
+
+    >>> sorted(middle_layer_heads(30, 9))[:3], len(middle_layer_heads(30, 9))
+    ([7, 8, 9], 15)
+    """
+    if num_layers < 1 or num_heads < 1:
+        raise ValueError(f"a model needs at least one layer and head, got {num_layers} layers and {num_heads} heads")
+    first = num_layers // 4
+    count = max(1, num_layers // 2)
+    return {layer: tuple(range(num_heads)) for layer in range(first, first + count)}

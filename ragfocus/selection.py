@@ -1,0 +1,114 @@
+"""Choose which ranked passages to keep: token budget, ratio, top-k, threshold.
+
+The budget is counted with the generator's tokenizer on the exact context string that is
+returned (passages joined by the separator, in output order), so it is never exceeded.
+Passages are taken best first; one that does not fit is skipped and smaller, lower-ranked
+ones may still fill the remaining budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ragfocus.ordering import arrange
+from ragfocus.tokens import TokenCounter
+from ragfocus.types import ORDERS, Order, ScoredPassage
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How much to keep and where to put it; validated on construction.
+
+    All limits apply together: threshold, then top-k, then the token budget. Without any
+    limit every non-empty passage is kept and only reordered.
+    """
+
+    budget: int | None = None
+    """Most tokens (generator's tokenizer) the context may have; 0 keeps nothing."""
+    ratio: float | None = None
+    """Budget as a share of the input's tokens, in [0, 1]; exclusive with ``budget``."""
+    top_k: int | None = None
+    """Keep at most this many passages."""
+    threshold: float | None = None
+    """Keep only passages whose score is at least this (calibrated attention: 0 means as much
+    attention as a content-free query gives)."""
+    order: Order = "relevance"
+    separator: str = "\n\n"
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and self.ratio is not None:
+            raise ValueError("give either budget= (tokens) or ratio= (share of the input), not both")
+        if self.budget is not None:
+            if isinstance(self.budget, bool) or not isinstance(self.budget, int):
+                raise TypeError(f"budget must be an int number of tokens, got {self.budget!r}")
+            if self.budget < 0:
+                raise ValueError(f"budget must be >= 0 tokens, got {self.budget}")
+        if self.ratio is not None:
+            if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
+                raise TypeError(f"ratio must be a number in [0, 1], got {self.ratio!r}")
+            if not 0.0 <= float(self.ratio) <= 1.0:
+                raise ValueError(f"ratio must be in [0, 1], got {self.ratio}")
+        if self.top_k is not None:
+            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+                raise TypeError(f"top_k must be an int, got {self.top_k!r}")
+            if self.top_k < 0:
+                raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.threshold is not None:
+            if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+                raise TypeError(f"threshold must be a number, got {self.threshold!r}")
+            if math.isnan(self.threshold):
+                raise ValueError("threshold must not be NaN")
+        if self.order not in ORDERS:
+            raise ValueError(f"order={self.order!r} is not one of {', '.join(ORDERS)}")
+        if not isinstance(self.separator, str):
+            raise TypeError(f"separator must be a str, got {type(self.separator).__name__}")
+
+
+@dataclass(frozen=True)
+class Selection:
+    kept: list[ScoredPassage]
+    """In output order."""
+    dropped: list[ScoredPassage]
+    """In rank order."""
+    context: str
+    tokens_in: int
+    tokens_out: int
+    budget: int | None
+
+
+def select(ranked: list[ScoredPassage], config: SelectionConfig, count: TokenCounter) -> Selection:
+    """Apply ``config`` to ``ranked`` (best first). Empty or whitespace-only passages are
+    never kept: they carry nothing for the generator."""
+    in_input_order = sorted(ranked, key=lambda passage: passage.index)
+    tokens_in = count(config.separator.join(passage.text for passage in in_input_order))
+    budget = config.budget
+    if config.ratio is not None:
+        budget = math.floor(float(config.ratio) * tokens_in)
+    candidates = [passage for passage in ranked if passage.text.strip()]
+    if config.threshold is not None:
+        candidates = [passage for passage in candidates if passage.score >= config.threshold]
+    if config.top_k is not None:
+        candidates = candidates[: config.top_k]
+    kept = candidates if budget is None else _fill_budget(candidates, budget, config, count)
+    ordered = arrange(kept, config.order)
+    context = config.separator.join(passage.text for passage in ordered)
+    tokens_out = count(context)
+    if budget is not None and tokens_out > budget:  # guarded by _fill_budget; never silent
+        raise AssertionError(f"context has {tokens_out} tokens, over the budget of {budget}")
+    kept_indices = {passage.index for passage in kept}
+    dropped = [passage for passage in ranked if passage.index not in kept_indices]
+    return Selection(ordered, dropped, context, tokens_in, tokens_out, budget)
+
+
+def _fill_budget(
+    candidates: list[ScoredPassage], budget: int, config: SelectionConfig, count: TokenCounter
+) -> list[ScoredPassage]:
+    kept: list[ScoredPassage] = []
+    for passage in candidates:
+        if count(passage.text) > budget:
+            continue
+        trial = arrange([*kept, passage], config.order)
+        if count(config.separator.join(item.text for item in trial)) <= budget:
+            kept.append(passage)
+    return kept

@@ -1,0 +1,85 @@
+"""The typed inputs and results of ragfocus: ``Passage`` in, ``ScoredPassage`` and ``FocusResult`` out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Order = Literal["original", "relevance", "attention", "edges"]
+ORDERS: tuple[str, ...] = ("original", "relevance", "attention", "edges")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrieved passage.
+
+    ``score`` is the retriever's own score when the caller has one; ``metadata`` is carried
+    through to the result untouched (copied, never mutated).
+    """
+
+    text: str
+    id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    score: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise TypeError(f"Passage.text must be a str, got {type(self.text).__name__}")
+        if not isinstance(self.metadata, Mapping):
+            raise TypeError(f"Passage.metadata must be a mapping, got {type(self.metadata).__name__}")
+
+
+@dataclass(frozen=True)
+class ScoredPassage:
+    """A passage with its relevance and every signal behind it.
+
+    ``index`` is the passage's position in the caller's input list; ``rank`` its position in
+    the ranking (0 = most relevant); ``passage`` the input as a ``Passage`` (id, metadata and
+    retriever score included).
+    """
+
+    index: int
+    rank: int
+    text: str
+    score: float
+    signals: Mapping[str, float]
+    passage: Passage
+
+    @property
+    def id(self) -> str | None:
+        return self.passage.id
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self.passage.metadata
+
+
+@dataclass(frozen=True)
+class FocusResult:
+    """What ``focus`` hands to the generator, and why.
+
+    ``kept`` is in output order (the order of ``context``); ``dropped`` in rank order.
+    Token counts use the generator's tokenizer: ``tokens_in`` for all passages joined in
+    their input order, ``tokens_out`` for ``context``. ``budget`` is the token budget that was
+    enforced (``None`` when no budget or ratio was asked for).
+    """
+
+    query: str
+    context: str
+    kept: list[ScoredPassage]
+    dropped: list[ScoredPassage]
+    tokens_in: int
+    tokens_out: int
+    seconds: float
+    budget: int | None
+    order: Order
+
+    @property
+    def tokens_saved(self) -> int:
+        return self.tokens_in - self.tokens_out
+
+    @property
+    def compression(self) -> float:
+        """``tokens_out / tokens_in`` (1.0 for an empty input)."""
+        return self.tokens_out / self.tokens_in if self.tokens_in else 1.0
