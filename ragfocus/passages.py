@@ -24,6 +24,8 @@ def as_passage(item: PassageLike, index: int) -> Passage:
     page_content = getattr(item, "page_content", None)
     if isinstance(page_content, str):
         metadata = getattr(item, "metadata", None) or {}
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"passages[{index}].metadata is {type(metadata).__name__}; expected a mapping")
         identifier = getattr(item, "id", None)
         return Passage(text=page_content, id=None if identifier is None else str(identifier), metadata=_copied(metadata))
     raise TypeError(
