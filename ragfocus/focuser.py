@@ -22,7 +22,7 @@ from ragfocus.models import LoadedModel, load_model
 from ragfocus.passages import PassageLike, as_passages
 from ragfocus.prompt import build_prompt
 from ragfocus.scoring import middle_layer_heads, score_retrieval_heads
-from ragfocus.scoring.retrieval_heads import DEFAULT_SINK_FACTOR
+from ragfocus.scoring.retrieval_heads import AGGREGATES, DEFAULT_SINK_FACTOR, Aggregate
 from ragfocus.selection import SelectionConfig, select
 from ragfocus.tokens import TokenCounter, token_counter
 from ragfocus.types import FocusResult, Order, Passage, ScoredPassage
@@ -45,6 +45,8 @@ class Focuser:
         device: ``None`` picks CUDA when present, else CPU.
         sink_factor: content-free attention above this multiple of the median marks a token
             as a sink and masks it; ``None`` masks nothing.
+        aggregate: ``"mean"`` (default) scores a passage by calibrated attention per token,
+            ``"sum"`` by its total (ICR's choice, which also rewards length).
 
     One ``Focuser`` is safe to share between threads; calls on it are serialized.
     """
@@ -57,6 +59,7 @@ class Focuser:
         tokenizer: Any = None,
         device: str | None = None,
         sink_factor: float | None = DEFAULT_SINK_FACTOR,
+        aggregate: Aggregate = "mean",
     ) -> None:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
         self.engine = AttentionEngine(self.loaded.model)
@@ -67,6 +70,9 @@ class Focuser:
         if sink_factor is not None and not (isinstance(sink_factor, (int, float)) and sink_factor > 0):
             raise ValueError(f"sink_factor must be a positive number or None, got {sink_factor!r}")
         self.sink_factor = sink_factor
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate={aggregate!r} is not one of {', '.join(AGGREGATES)}")
+        self.aggregate: Aggregate = aggregate
         self._count = token_counter(tokenizer if tokenizer is not None else self.loaded.tokenizer)
         self._lock = threading.RLock()
 
@@ -133,7 +139,9 @@ class Focuser:
             prompt = build_prompt(self.loaded.tokenizer, query, [items[index].text for index in present])
             self._check_length(prompt.total_tokens, [prompt.passage_spans[i] for i in range(len(present))], present)
             started = time.perf_counter()
-            heads = score_retrieval_heads(self.engine, prompt, self.heads, sink_factor=self.sink_factor)
+            heads = score_retrieval_heads(
+                self.engine, prompt, self.heads, sink_factor=self.sink_factor, aggregate=self.aggregate
+            )
             logger.debug("scored %d passages (%d tokens) in %.3f s", len(present), prompt.total_tokens, time.perf_counter() - started)
             for position, index in enumerate(present):
                 signals[index] = {

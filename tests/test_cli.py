@@ -1,0 +1,40 @@
+"""The ``ragfocus`` command: demo and eval run end to end on the real default model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ragfocus.cli import main
+
+
+def test_demo_retrieves_focuses_and_shows_what_was_kept(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--questions", "1", "--corpus-questions", "8", "--k", "5", "--budget", "200"]) == 0
+    shown = capsys.readouterr().out
+    assert "Were Scott Derrickson and Ed Wood of the same nationality?" in shown
+    assert "kept #1" in shown and "dropped" in shown
+    assert "tokens " in shown and "(budget 200," in shown and "% saved" in shown
+
+
+def test_eval_hotpotqa_reports_every_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report_path = tmp_path / "report.json"
+    assert main(["eval", "hotpotqa", "--start", "20", "--limit", "3", "--no-progress", "--json", str(report_path)]) == 0
+    shown = capsys.readouterr().out
+    for row in ("ragfocus", "BM25", "all-MiniLM-L6-v2", "random", "plain forward"):
+        assert row in shown
+    report = json.loads(report_path.read_text())
+    assert [m["method"] for m in report["methods"]] == ["ragfocus", "BM25", "all-MiniLM-L6-v2", "random"]
+    assert all(0.0 <= m["recall_at_2"] <= 1.0 and m["questions"] == 3 for m in report["methods"])
+    assert report["forward_seconds_per_query"] > 0 and report["ragfocus_over_forward"] > 0
+
+
+def test_eval_refuses_the_held_out_split() -> None:
+    with pytest.raises(ValueError, match="held-out"):
+        main(["eval", "hotpotqa", "--start", "4990", "--limit", "20", "--no-progress"])
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
