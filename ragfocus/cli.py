@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="retrieve over HotpotQA paragraphs, focus, and show what was kept")
     demo.add_argument("--questions", type=int, default=3, help="questions to run (from HotpotQA dev 0-2999)")
-    demo.add_argument("--corpus-questions", type=int, default=60, help="index the paragraphs of this many dev questions")
+    demo.add_argument("--corpus-questions", type=int, default=40, help="index the paragraphs of this many dev questions")
     demo.add_argument("--k", type=int, default=8, help="passages retrieved per question")
     demo.add_argument("--budget", type=int, default=250, help="token budget of the focused context")
     demo.add_argument("--model", default=None, help="scorer: Hugging Face id or path (default: embedded SmolLM2-135M)")

@@ -42,5 +42,5 @@ def as_passages(items: Sequence[PassageLike]) -> list[Passage]:
 def _copied(metadata: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return copy.deepcopy(dict(metadata))
-    except Exception:  # objects that refuse deep copies are carried by reference
+    except Exception:  # noqa: BLE001 - objects that refuse deep copies are carried by reference
         return dict(metadata)

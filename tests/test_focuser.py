@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from ragfocus import FocusResult, Focuser, Passage, ScoredPassage, focus
+from ragfocus import Focuser, FocusResult, Passage, ScoredPassage, focus
 from ragfocus.evaluation.datasets import hotpotqa
 from ragfocus.focuser import SIGNAL_NAMES
 
@@ -53,7 +53,7 @@ def test_focus_keeps_within_budget_and_accounts_for_everything(default_focuser: 
     before = copy.deepcopy(passages)
     result = default_focuser.focus(question.question, passages, budget=300)
     assert isinstance(result, FocusResult)
-    count = lambda text: len(default_focuser.loaded.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+    count = lambda text: len(default_focuser.loaded.tokenizer.encode(text, add_special_tokens=False))
     assert result.tokens_out == count(result.context) <= 300
     assert result.tokens_in == count("\n\n".join(question.paragraphs))
     assert result.budget == 300 and result.seconds > 0
@@ -81,7 +81,7 @@ def test_every_order_is_a_permutation_of_the_kept(default_focuser: Focuser, ques
 
 
 def test_ratio_threshold_and_a_generator_tokenizer(default_focuser: Focuser, question) -> None:
-    words = lambda text: len(text.split())  # noqa: E731 - a "generator tokenizer" counting words
+    words = lambda text: len(text.split())
     result = default_focuser.focus(question.question, question.paragraphs, ratio=0.4, tokenizer=words)
     assert result.tokens_in == words("\n\n".join(question.paragraphs))
     assert result.budget == math.floor(0.4 * result.tokens_in)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import ragfocus.models as models
-from ragfocus import DEFAULT_MODEL, LoadedModel, load_model
+from ragfocus import DEFAULT_MODEL, LoadedModel, load_model, models
 
 
 def test_default_model_identity(default_model: LoadedModel) -> None:

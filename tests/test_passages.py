@@ -119,7 +119,7 @@ def test_passage_is_frozen() -> None:
 def test_document_with_non_mapping_metadata_is_named() -> None:
     class ListMetadataDocument:
         page_content = "x"
-        metadata = ["tag"]
+        metadata = ["tag"]  # noqa: RUF012 - the malformed input under test
         id = None
 
     with pytest.raises(TypeError, match=r"passages\[3\]\.metadata"):

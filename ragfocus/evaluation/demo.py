@@ -57,7 +57,7 @@ def corpus_from_hotpotqa(questions: list[HotpotQuestion]) -> list[Passage]:
 
 
 def run_demo(
-    focuser: Focuser, *, corpus_questions: int = 60, questions: int = 3, k: int = 8, budget: int = 250
+    focuser: Focuser, *, corpus_questions: int = 40, questions: int = 3, k: int = 8, budget: int = 250
 ) -> tuple[int, float, list[DemoCase]]:
     """Index the corpus, then retrieve and focus for the first ``questions`` questions."""
     pool = hotpotqa(0, corpus_questions)

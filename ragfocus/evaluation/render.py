@@ -16,10 +16,12 @@ def render_demo(console: Console, model: str, corpus_size: int, index_seconds: f
         result = case.result
         kept_ids = {p.index for p in result.kept}
         table = Table(title=f"Q: {case.question.question}\nanswer: {case.question.answer}", title_justify="left", show_lines=False)
-        for column in ("retrieved #", "minilm", "ragfocus", "state", "gold", "passage"):
-            table.add_column(column)
+        for column in ("#", "minilm", "ragfocus", "state", "gold"):
+            table.add_column(column, no_wrap=True, min_width=max(len(column), 4 if column != "state" else 9))
+        table.add_column("passage", no_wrap=True, overflow="ellipsis", ratio=1)
         for scored in sorted(result.kept + result.dropped, key=lambda p: p.index):
-            state = "[green]kept #%d[/]" % ([p.index for p in result.kept].index(scored.index) + 1) if scored.index in kept_ids else "[red]dropped[/]"
+            kept_order = [p.index for p in result.kept]
+            state = f"[green]kept #{kept_order.index(scored.index) + 1}[/]" if scored.index in kept_ids else "[red]dropped[/]"
             title = scored.metadata.get("title", "")
             table.add_row(
                 str(scored.index + 1),
@@ -27,7 +29,7 @@ def render_demo(console: Console, model: str, corpus_size: int, index_seconds: f
                 f"{scored.score:+.3f}",
                 state,
                 "★" if title in case.gold_titles else "",
-                scored.text[:70] + ("…" if len(scored.text) > 70 else ""),
+                scored.text,
             )
         console.print(table)
         saved = 100.0 * result.tokens_saved / result.tokens_in if result.tokens_in else 0.0
