@@ -13,6 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # weight-loading bars would bury the output
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -52,6 +55,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     from ragfocus.evaluation.render import render_demo
 
     console = Console()
+    if not console.is_terminal:  # a pipe or a log: wide enough for the tables
+        console = Console(width=120)
     with console.status("loading the scorer model"):
         focuser = Focuser(args.model)
     with console.status("indexing paragraphs and focusing"):

@@ -16,9 +16,8 @@ def render_demo(console: Console, model: str, corpus_size: int, index_seconds: f
         result = case.result
         kept_ids = {p.index for p in result.kept}
         table = Table(title=f"Q: {case.question.question}\nanswer: {case.question.answer}", title_justify="left", show_lines=False)
-        for column in ("#", "minilm", "ragfocus", "state", "gold"):
-            table.add_column(column, no_wrap=True, min_width=max(len(column), 4 if column != "state" else 9))
-        table.add_column("passage", no_wrap=True, overflow="ellipsis", ratio=1)
+        for column in ("#", "minilm", "ragfocus", "state", "gold", "passage"):
+            table.add_column(column, no_wrap=True)
         for scored in sorted(result.kept + result.dropped, key=lambda p: p.index):
             kept_order = [p.index for p in result.kept]
             state = f"[green]kept #{kept_order.index(scored.index) + 1}[/]" if scored.index in kept_ids else "[red]dropped[/]"
@@ -29,7 +28,7 @@ def render_demo(console: Console, model: str, corpus_size: int, index_seconds: f
                 f"{scored.score:+.3f}",
                 state,
                 "★" if title in case.gold_titles else "",
-                scored.text,
+                _shorten(scored.text, 60),
             )
         console.print(table)
         saved = 100.0 * result.tokens_saved / result.tokens_in if result.tokens_in else 0.0
@@ -51,3 +50,7 @@ def render_eval(console: Console, report: EvalReport) -> None:
     table.add_row("plain forward (SDPA, no attention)", "-", "-", f"{report.forward_seconds_per_query:.3f}")
     console.print(table)
     console.print(f"ragfocus time / plain forward time (median over questions): {report.ragfocus_over_forward:.2f}")
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
