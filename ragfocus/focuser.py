@@ -22,7 +22,7 @@ from ragfocus.models import LoadedModel, load_model
 from ragfocus.passages import PassageLike, as_passages
 from ragfocus.prompt import build_prompt
 from ragfocus.scoring import middle_layer_heads, score_retrieval_heads
-from ragfocus.scoring.retrieval_heads import AGGREGATES, DEFAULT_SINK_FACTOR, Aggregate
+from ragfocus.scoring.retrieval_heads import DEFAULT_SINK_FACTOR, Aggregate, check_aggregate
 from ragfocus.selection import SelectionConfig, select
 from ragfocus.tokens import TokenCounter, token_counter
 from ragfocus.types import FocusResult, Order, Passage, ScoredPassage
@@ -70,8 +70,7 @@ class Focuser:
         if sink_factor is not None and not (isinstance(sink_factor, (int, float)) and sink_factor > 0):
             raise ValueError(f"sink_factor must be a positive number or None, got {sink_factor!r}")
         self.sink_factor = sink_factor
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate={aggregate!r} is not one of {', '.join(AGGREGATES)}")
+        check_aggregate(aggregate)
         self.aggregate: Aggregate = aggregate
         self._count = token_counter(tokenizer if tokenizer is not None else self.loaded.tokenizer)
         self._lock = threading.RLock()
@@ -137,7 +136,7 @@ class Focuser:
         scores = {index: -math.inf for index in range(len(items))}
         if present:
             prompt = build_prompt(self.loaded.tokenizer, query, [items[index].text for index in present])
-            self._check_length(prompt.total_tokens, [prompt.passage_spans[i] for i in range(len(present))], present)
+            self._check_length(prompt.total_tokens, prompt.passage_spans, present)
             started = time.perf_counter()
             heads = score_retrieval_heads(
                 self.engine, prompt, self.heads, sink_factor=self.sink_factor, aggregate=self.aggregate

@@ -81,7 +81,7 @@ def select(ranked: list[ScoredPassage], config: SelectionConfig, count: TokenCou
     """Apply ``config`` to ``ranked`` (best first). Empty or whitespace-only passages are
     never kept: they carry nothing for the generator."""
     in_input_order = sorted(ranked, key=lambda passage: passage.index)
-    tokens_in = _count(config.separator.join(passage.text for passage in in_input_order), count)
+    tokens_in = count(config.separator.join(passage.text for passage in in_input_order))
     budget = config.budget
     if config.ratio is not None:
         budget = math.floor(float(config.ratio) * tokens_in)
@@ -93,17 +93,12 @@ def select(ranked: list[ScoredPassage], config: SelectionConfig, count: TokenCou
     kept = candidates if budget is None else _fill_budget(candidates, budget, config, count)
     ordered = arrange(kept, config.order)
     context = config.separator.join(passage.text for passage in ordered)
-    tokens_out = _count(context, count)
+    tokens_out = count(context)
     if budget is not None and tokens_out > budget:  # guarded by _fill_budget; never silent
         raise AssertionError(f"context has {tokens_out} tokens, over the budget of {budget}")
     kept_indices = {passage.index for passage in kept}
     dropped = [passage for passage in ranked if passage.index not in kept_indices]
     return Selection(ordered, dropped, context, tokens_in, tokens_out, budget)
-
-
-def _count(text: str, count: TokenCounter) -> int:
-    """The empty string is 0 tokens whatever the counter says (estimators may add one)."""
-    return count(text) if text else 0
 
 
 def _fill_budget(

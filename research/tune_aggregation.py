@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 from tqdm import tqdm
 
 from ragfocus import load_model
@@ -21,18 +20,9 @@ from ragfocus.evaluation.datasets import DEVELOPMENT, hotpotqa
 from ragfocus.evaluation.hotpotqa_eval import ranking_of, recall_at
 from ragfocus.prompt import build_prompt
 from ragfocus.scoring import middle_layer_heads
+from ragfocus.scoring.retrieval_heads import passage_scores
 
 SINK_FACTORS: tuple[float | None, ...] = (None, 5.0, 10.0, 20.0, 50.0, 100.0)
-
-
-def passage_scores(query: torch.Tensor, null: torch.Tensor, spans: list[tuple[int, int]], *, sink_factor: float | None,
-                   calibrated: bool, mean: bool) -> list[float]:
-    keep = torch.ones_like(null)
-    if sink_factor is not None:
-        inside = torch.cat([null[a:b] for a, b in spans])
-        keep[null > sink_factor * inside.median()] = 0.0
-    per_token = (query - null if calibrated else query) * keep
-    return [float(per_token[a:b].sum() / (keep[a:b].sum().clamp(min=1) if mean else 1)) for a, b in spans]
 
 
 def main() -> None:
@@ -54,7 +44,8 @@ def main() -> None:
         )
         query, null = query_rows.mean(1).sum(0), null_rows.mean(1).sum(0)
         for factor, calibrated, mean in variants:
-            scores = passage_scores(query, null, prompt.passage_spans, sink_factor=factor, calibrated=calibrated, mean=mean)
+            scored = passage_scores(query, null, prompt.passage_spans, sink_factor=factor, aggregate="mean" if mean else "sum")
+            scores = scored.calibrated if calibrated else scored.query_mass
             recalls[(factor, calibrated, mean)].append(recall_at(ranking_of(scores), question.gold, 2))
     print(f"HotpotQA dev {args.start}-{args.start + args.limit - 1}, middle-layer heads, recall@2")
     print("| sink_factor | calibrated sum (ICR) | calibrated mean | raw sum | raw mean |")

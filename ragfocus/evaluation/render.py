@@ -14,13 +14,12 @@ def render_demo(console: Console, model: str, corpus_size: int, index_seconds: f
                   f"dev paragraphs (indexed in {index_seconds:.1f} s)\n")
     for case in cases:
         result = case.result
-        kept_ids = {p.index for p in result.kept}
+        kept_order = [p.index for p in result.kept]
         table = Table(title=f"Q: {case.question.question}\nanswer: {case.question.answer}", title_justify="left", show_lines=False)
         for column in ("#", "minilm", "ragfocus", "state", "gold", "passage"):
             table.add_column(column, no_wrap=True)
         for scored in sorted(result.kept + result.dropped, key=lambda p: p.index):
-            kept_order = [p.index for p in result.kept]
-            state = f"[green]kept #{kept_order.index(scored.index) + 1}[/]" if scored.index in kept_ids else "[red]dropped[/]"
+            state = f"[green]kept #{kept_order.index(scored.index) + 1}[/]" if scored.index in kept_order else "[red]dropped[/]"
             title = scored.metadata.get("title", "")
             table.add_row(
                 str(scored.index + 1),

@@ -56,23 +56,45 @@ def score_retrieval_heads(
     "N/A" differ in length) and summed over heads; then averaged (or summed) over the
     passage's unmasked tokens.
     """
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate={aggregate!r} is not one of {', '.join(AGGREGATES)}")
+    check_aggregate(aggregate)
     query_rows, null_rows = engine.suffix_attention(
         prompt.prefix_ids,
         [prompt.query_ids, prompt.null_ids],
         rows=[prompt.query_rows, prompt.null_rows],
         heads=heads,
     )
-    query_per_token = query_rows.mean(dim=1).sum(dim=0)  # (prefix tokens,)
-    null_per_token = null_rows.mean(dim=1).sum(dim=0)
-    keep = _non_sink_mask(null_per_token, prompt.passage_spans, sink_factor)
+    return passage_scores(
+        query_rows.mean(dim=1).sum(dim=0),  # (prefix tokens,)
+        null_rows.mean(dim=1).sum(dim=0),
+        prompt.passage_spans,
+        sink_factor=sink_factor,
+        aggregate=aggregate,
+    )
+
+
+def check_aggregate(aggregate: str) -> None:
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate={aggregate!r} is not one of {', '.join(AGGREGATES)}")
+
+
+def passage_scores(
+    query_per_token: torch.Tensor,
+    null_per_token: torch.Tensor,
+    spans: list[tuple[int, int]],
+    *,
+    sink_factor: float | None = DEFAULT_SINK_FACTOR,
+    aggregate: Aggregate = "mean",
+) -> RetrievalHeadScores:
+    """Turn per-token attention (query and content-free, summed over heads) into passage
+    scores: mask sinks, then sum or average over each span."""
+    check_aggregate(aggregate)
+    keep = _non_sink_mask(null_per_token, spans, sink_factor)
     query_per_token = query_per_token * keep
     null_per_token = null_per_token * keep
-    query_mass = _span_sums(query_per_token, prompt.passage_spans)
-    null_mass = _span_sums(null_per_token, prompt.passage_spans)
+    query_mass = _span_sums(query_per_token, spans)
+    null_mass = _span_sums(null_per_token, spans)
     if aggregate == "mean":
-        counts = _span_sums(keep, prompt.passage_spans)
+        counts = _span_sums(keep, spans)
         query_mass = [value / max(count, 1.0) for value, count in zip(query_mass, counts)]
         null_mass = [value / max(count, 1.0) for value, count in zip(null_mass, counts)]
     return RetrievalHeadScores(
