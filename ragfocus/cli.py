@@ -1,4 +1,4 @@
-"""The ``ragfocus`` command: ``demo`` and ``eval hotpotqa``."""
+"""The ``ragfocus`` command: ``demo``, ``eval hotpotqa`` and ``heads detect|show|plot``."""
 
 from __future__ import annotations
 
@@ -43,8 +43,65 @@ def _parser() -> argparse.ArgumentParser:
     hotpot.add_argument("--model", default=None, help="scorer: Hugging Face id or path (default: embedded SmolLM2-135M)")
     hotpot.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     hotpot.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    hotpot.add_argument("--profile", action="append", default=None, metavar="PATH",
+                        help="head profile whose top-k heads get rows (repeatable; default: the bundled profiles of the model)")
+    hotpot.add_argument("--top-k", type=_int_list, default=(4, 8, 16), help="comma-separated k for the profile rows (default 4,8,16)")
+    hotpot.add_argument("--timing", action="store_true",
+                        help="also time Focuser.rank against one plain forward pass per question (slower)")
     hotpot.set_defaults(run=_run_eval_hotpotqa)
+
+    heads = commands.add_parser("heads", help="retrieval-head profiles: detect, show, plot")
+    head_commands = heads.add_subparsers(metavar="ACTION")
+    detect = head_commands.add_parser("detect", help="score every head of a model and write a profile")
+    detect.add_argument("--method", choices=("qr", "niah"), required=True,
+                        help="qr: calibrated query attention on gold HotpotQA passages (QRHead); "
+                             "niah: copy-paste retrieval score on needle-in-a-haystack (Wu et al.)")
+    detect.add_argument("--output", type=Path, required=True, help="profile JSON to write")
+    detect.add_argument("--model", default=None, help="Hugging Face id or path (default: embedded SmolLM2-135M)")
+    detect.add_argument("--top-k", type=int, default=8, help="heads to select (default 8)")
+    detect.add_argument("--work-file", type=Path, default=None,
+                        help="per-item results, for resuming (default: OUTPUT with .work.jsonl)")
+    detect.add_argument("--start", type=int, default=0, help="qr: first HotpotQA dev question (development split 0-2999)")
+    detect.add_argument("--limit", type=int, default=300, help="qr: number of questions (default 300)")
+    detect.add_argument("--criterion", choices=("recall", "mass"), default="recall",
+                        help="qr: rank heads by their own recall@2 (default) or by QRHead's gold attention mass")
+    detect.add_argument("--lengths", type=_int_list, default=None, help="niah: haystack lengths in tokens (default 512,1024,2048,4096)")
+    detect.add_argument("--depths", type=_float_list, default=None, help="niah: needle depths 0-1 (default 0,0.2,...,1)")
+    detect.add_argument("--needles", type=int, default=None, help="niah: how many of the built-in needles (default all 3)")
+    detect.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    detect.set_defaults(run=_run_heads_detect)
+
+    show = head_commands.add_parser("show", help="print a profile's identity and best heads")
+    show.add_argument("profile", help="profile JSON path, or the name of a bundled profile")
+    show.add_argument("--top", type=int, default=10, help="heads to list")
+    show.set_defaults(run=_run_heads_show)
+
+    plot = head_commands.add_parser("plot", help="layer x head heat maps of profiles (PNG)")
+    plot.add_argument("profiles", nargs="*", help="profile paths or bundled names (default: the bundled qr and niah profiles)")
+    plot.add_argument("--output", type=Path, required=True, help="PNG to write")
+    plot.add_argument("--k", type=int, default=8, help="outline the top k heads of each")
+    plot.set_defaults(run=_run_heads_plot)
     return parser
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return values
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return values
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -73,11 +130,93 @@ def _run_eval_hotpotqa(args: argparse.Namespace) -> int:
     from ragfocus.evaluation.render import render_eval
 
     focuser = Focuser(args.model)
-    report = evaluate_hotpotqa(focuser, start=args.start, limit=args.limit, progress=not args.no_progress)
+    if args.profile:
+        profiles = [_profile(name) for name in args.profile]
+    else:
+        profiles = _bundled_profiles_for(focuser.loaded)
+    report = evaluate_hotpotqa(
+        focuser, start=args.start, limit=args.limit, profiles=profiles, top_ks=args.top_k,
+        progress=not args.no_progress, timing=args.timing,
+    )
     render_eval(Console(), report)
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return 0
+
+
+def _profile(name: str):
+    from ragfocus.head_profile import HeadProfile, bundled_profile, bundled_profile_names
+
+    if name in bundled_profile_names():
+        return bundled_profile(name)
+    if not Path(name).is_file():
+        raise SystemExit(f"ragfocus: no profile file {name!r} (bundled: {', '.join(bundled_profile_names())})")
+    return HeadProfile.load(name)
+
+
+def _bundled_profiles_for(loaded):
+    from ragfocus.head_profile import ModelIdentity, bundled_profile, bundled_profile_names
+
+    profiles = [bundled_profile(name) for name in bundled_profile_names()]
+    return [profile for profile in profiles if profile.model == ModelIdentity.of(loaded)]
+
+
+def _run_heads_detect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ragfocus.detection import detect_heads
+    from ragfocus.detection import niah as niah_method
+    from ragfocus.models import load_model
+
+    loaded = load_model(args.model)
+    work_file = args.work_file or args.output.with_name(args.output.name.removesuffix(".json") + ".work.jsonl")
+    options: dict = {}
+    if args.method == "qr":
+        options = {"start": args.start, "limit": args.limit, "criterion": args.criterion}
+    else:
+        options = {
+            "lengths": args.lengths or niah_method.DEFAULT_LENGTHS,
+            "depths": args.depths or niah_method.DEFAULT_DEPTHS,
+            "needles": args.needles or len(niah_method.NEEDLES),
+        }
+    profile = detect_heads(loaded, args.method, top_k=args.top_k, work_file=work_file, progress=not args.no_progress, **options)
+    profile.save(args.output)
+    console = Console()
+    _print_profile(console, profile, top=args.top_k)
+    console.print(f"profile written to {args.output} (per-item results kept in {work_file} for resuming)")
+    return 0
+
+
+def _run_heads_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    _print_profile(Console(), _profile(args.profile), top=args.top)
+    return 0
+
+
+def _run_heads_plot(args: argparse.Namespace) -> int:
+    from ragfocus.detection.plot import plot_profiles
+
+    names = args.profiles or ["smollm2-135m-instruct.qr.json", "smollm2-135m-instruct.niah.json"]
+    target = plot_profiles([_profile(name) for name in names], args.output, k=args.k)
+    print(f"wrote {target}")
+    return 0
+
+
+def _print_profile(console, profile, *, top: int) -> None:
+    from rich.table import Table
+
+    model = profile.model
+    console.print(f"[bold]{profile.method}[/] head profile for {model.name} ({model.num_layers} layers x {model.num_heads} heads, "
+                  f"weights sha256 {(model.weights_sha256 or 'unknown')[:16]}), created {profile.created}")
+    console.print(f"data: {profile.data}\nparameters: {profile.parameters}")
+    table = Table(title=f"best {top} heads (selected: {len(profile.selected)})")
+    for column in ("rank", "layer", "head", "score", "selected"):
+        table.add_column(column)
+    selected = set(profile.selected)
+    for rank, (layer, head) in enumerate(profile.ranked()[:top], start=1):
+        table.add_row(str(rank), str(layer), str(head), f"{profile.scores[layer][head]:.4f}", "yes" if (layer, head) in selected else "")
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragfocus.engine import AttentionEngine, HeadSet
+from ragfocus.head_choice import HeadsArgument, choose_heads
+from ragfocus.head_profile import HeadProfile
 from ragfocus.models import LoadedModel, load_model
 from ragfocus.passages import PassageLike, as_passages
 from ragfocus.prompt import build_prompt
-from ragfocus.scoring import middle_layer_heads, score_retrieval_heads
+from ragfocus.scoring import score_retrieval_heads
 from ragfocus.scoring.retrieval_heads import DEFAULT_SINK_FACTOR, Aggregate, check_aggregate
 from ragfocus.selection import SelectionConfig, select
 from ragfocus.tokens import TokenCounter, token_counter
@@ -39,7 +41,10 @@ class Focuser:
     Args:
         model: ``None`` for the embedded default (SmolLM2-135M-Instruct), a Hugging Face hub
             id or local path, or an already ``LoadedModel``.
-        heads: layer -> heads to read; default every head of the middle half of the layers.
+        heads: which attention heads to read. ``None``: the bundled head profile of the model
+            (SmolLM2-135M ships one), else every head of the middle half of the layers with a
+            warning; ``"auto"``: detect a profile once and cache it; a ``HeadProfile`` or the
+            path of a profile JSON (checked against the model); or ``{layer: heads}``.
         tokenizer: the generator's tokenizer for budgets (HF tokenizer, name, or callable
             ``str -> int``); default the scorer's own.
         device: ``None`` picks CUDA when present, else CPU.
@@ -55,7 +60,7 @@ class Focuser:
         self,
         model: str | os.PathLike[str] | LoadedModel | None = None,
         *,
-        heads: HeadSet | None = None,
+        heads: HeadsArgument = None,
         tokenizer: Any = None,
         device: str | None = None,
         sink_factor: float | None = DEFAULT_SINK_FACTOR,
@@ -63,10 +68,12 @@ class Focuser:
     ) -> None:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
         self.engine = AttentionEngine(self.loaded.model)
-        self.heads: HeadSet = dict(heads) if heads is not None else middle_layer_heads(
-            self.loaded.num_layers, self.loaded.num_heads
-        )
+        choice = choose_heads(self.loaded, heads)
+        self.heads: HeadSet = choice.heads
+        self.profile: HeadProfile | None = choice.profile
+        self.heads_source: str = choice.source
         self.engine.validate_heads(self.heads)
+        logger.info("reading %s", self.heads_source)
         if sink_factor is not None and not (isinstance(sink_factor, (int, float)) and sink_factor > 0):
             raise ValueError(f"sink_factor must be a positive number or None, got {sink_factor!r}")
         self.sink_factor = sink_factor

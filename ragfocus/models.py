@@ -40,7 +40,8 @@ class LoadedModel:
     tokenizer: object
     name: str
     weights_sha256: str | None
-    """SHA-256 of the weight file the model came from (the GGUF for the default), when known."""
+    """SHA-256 of the weight file the model came from (the GGUF for the default; for a local
+    directory, one hash over its weight files), ``None`` for a hub id."""
 
     @property
     def num_layers(self) -> int:
@@ -123,14 +124,28 @@ def load_model(
         directory = _dequantized_default(gguf, sha)
         display_name, source = DEFAULT_MODEL, str(directory)
     else:
-        sha = None
         display_name, source = str(name), str(name)
         _check_local_directory(source)
+        sha = local_weights_sha256(Path(source).expanduser())
     model, tokenizer = _from_pretrained(source, resolved_dtype, trust_remote_code)
     model.to(resolved_device)
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, name=display_name, weights_sha256=sha)
+
+
+def local_weights_sha256(directory: Path) -> str | None:
+    """One SHA-256 over a local model directory's weight files (names and contents), or
+    ``None`` for a hub id or a directory without ``*.safetensors``/``*.bin`` weights."""
+    if not directory.is_dir():
+        return None
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _check_local_directory(source: str) -> None:

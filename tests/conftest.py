@@ -35,7 +35,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model: Load
         num_hidden_layers=4,
         num_attention_heads=8,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,
         pad_token_id=default_model.tokenizer.pad_token_id or 0,
     )
     generator = torch.Generator().manual_seed(0)

@@ -129,6 +129,16 @@ def query_row_attention(
     return torch.softmax(scores, dim=-1)
 
 
+@dataclass(frozen=True)
+class DecodeStep:
+    """One greedy decoding step: the token chosen and the attention that produced it."""
+
+    token: int
+    attention: torch.Tensor
+    """float32 (selected heads in layer order, key positions): the attention of the query
+    position whose logits chose ``token``, over the prompt and the tokens generated before."""
+
+
 class AttentionEngine:
     """Query-row attention over a shared, once-prefilled prefix.
 
@@ -208,6 +218,46 @@ class AttentionEngine:
             torch.cat([session.captured[layer][element] for layer in layers], dim=0)[..., :prefix_len]
             for element in range(len(suffixes))
         ]
+
+    @torch.inference_mode()
+    def greedy_decode(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        heads: HeadSet,
+        stop_ids: Sequence[int] = (),
+    ) -> list[DecodeStep]:
+        """Generate greedily from ``prompt_ids`` and keep, for every generated token, the
+        attention row of the position that chose it, for ``heads``.
+
+        This is what the retrieval score of Wu et al. ("Retrieval Head Mechanistically
+        Explains Long-Context Factuality", ICLR 2025) reads: which position each head attends
+        to most while a token is being copied. Every layer runs (the logits are needed).
+        """
+        if not prompt_ids:
+            raise ValueError("prompt_ids is empty")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        head_index = self.validate_heads(heads)
+        layers = sorted(head_index)
+        stops = {int(token) for token in stop_ids}
+        cache = DynamicCache(config=self.model.config)
+        input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
+        row = (len(prompt_ids) - 1, len(prompt_ids))
+        steps: list[DecodeStep] = []
+        for _ in range(max_new_tokens):
+            session = _CaptureSession(heads=head_index, stop_after_layer=self.num_layers, rows=[row])
+            with self._session(session):
+                output = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            token = int(output.logits[0, -1].argmax())
+            attention = torch.cat([session.captured[layer][0] for layer in layers], dim=0)[:, 0, :]
+            steps.append(DecodeStep(token=token, attention=attention))
+            if token in stops:
+                break
+            input_ids = torch.tensor([[token]], dtype=torch.long, device=self.device)
+            row = (0, 1)
+        return steps
 
     def _run(self, input_ids: torch.Tensor, cache: DynamicCache) -> None:
         try:

@@ -42,13 +42,21 @@ def render_demo(console: Console, model: str, corpus_size: int, index_seconds: f
 def render_eval(console: Console, report: EvalReport) -> None:
     table = Table(title=f"HotpotQA dev {report.start}-{report.start + report.limit - 1} ({report.limit} questions, "
                         f"~{report.mean_prompt_tokens:.0f} prompt tokens), scorer {report.model}")
-    for column in ("method", "recall@2", "both@4", "s/query (median)"):
+    for column in ("method", "heads", "recall@2", "both@4", "s/query (median)"):
         table.add_column(column)
     for method in report.methods:
-        table.add_row(method.method, f"{method.recall_at_2:.3f}", f"{method.both_at_4:.3f}", f"{method.seconds_per_query:.3f}")
-    table.add_row("plain forward (SDPA, no attention)", "-", "-", f"{report.forward_seconds_per_query:.3f}")
+        seconds = "shared capture" if method.seconds_per_query is None else f"{method.seconds_per_query:.3f}"
+        heads = "" if method.heads is None else str(method.heads)
+        table.add_row(method.method, heads, f"{method.recall_at_2:.3f}", f"{method.both_at_4:.3f}", seconds)
     console.print(table)
-    console.print(f"ragfocus time / plain forward time (median over questions): {report.ragfocus_over_forward:.2f}")
+    console.print(f"ragfocus default = {report.default_heads}. Attention rows share one capture of every head: "
+                  f"{report.capture_seconds_per_query:.3f} s/query (median, all layers run).")
+    if report.ragfocus_over_forward is not None:
+        console.print(
+            f"Focuser.rank {report.ragfocus_seconds_per_query:.3f} s/query, plain forward (SDPA, no attention) "
+            f"{report.forward_seconds_per_query:.3f} s/query; ratio (median over questions) "
+            f"{report.ragfocus_over_forward:.2f}; largest |rank score - default row score| {report.max_score_difference:.2e}"
+        )
 
 
 def _shorten(text: str, width: int) -> str:

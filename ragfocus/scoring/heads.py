@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ragfocus.engine import HeadSet
 
 
@@ -20,3 +22,18 @@ def middle_layer_heads(num_layers: int, num_heads: int) -> HeadSet:
     first = num_layers // 4
     count = max(1, num_layers // 2)
     return {layer: tuple(range(num_heads)) for layer in range(first, first + count)}
+
+
+def all_heads(num_layers: int, num_heads: int) -> HeadSet:
+    """Every head of every layer (ICR's choice)."""
+    if num_layers < 1 or num_heads < 1:
+        raise ValueError(f"a model needs at least one layer and head, got {num_layers} layers and {num_heads} heads")
+    return {layer: tuple(range(num_heads)) for layer in range(num_layers)}
+
+
+def head_set(pairs: Iterable[tuple[int, int]]) -> HeadSet:
+    """``[(layer, head), ...]`` -> ``{layer: (head, ...)}``, sorted."""
+    grouped: dict[int, list[int]] = {}
+    for layer, head in pairs:
+        grouped.setdefault(int(layer), []).append(int(head))
+    return {layer: tuple(sorted(set(heads))) for layer, heads in sorted(grouped.items())}

@@ -42,6 +42,61 @@ class RetrievalHeadScores:
     sink_tokens: int
 
 
+@dataclass(frozen=True)
+class HeadAttention:
+    """Per head, the attention each prefix token receives, averaged over the query's rows
+    (``query``) and over the content-free query's rows (``null``): (heads, prefix tokens)."""
+
+    heads: tuple[tuple[int, int], ...]
+    """(layer, head) of each row, in layer order."""
+    query: torch.Tensor
+    null: torch.Tensor
+
+    def rows(self, heads: HeadSet) -> list[int]:
+        """Row indices of ``heads``; every one must have been captured."""
+        position = {pair: row for row, pair in enumerate(self.heads)}
+        wanted = [(int(layer), int(head)) for layer, layer_heads in heads.items() for head in layer_heads]
+        missing = [pair for pair in wanted if pair not in position]
+        if missing:
+            raise ValueError(f"heads {missing[:5]} were not captured")
+        return sorted({position[pair] for pair in wanted})
+
+
+def capture_head_attention(engine: AttentionEngine, prompt: TokenizedPrompt, heads: HeadSet) -> HeadAttention:
+    """Run the query and the content-free suffix over the prompt's prefix and keep, per
+    head, the attention every prefix token receives (mean over each query's tokens, since the
+    real query and "N/A" differ in length)."""
+    index = engine.validate_heads(heads)
+    order = tuple((layer, int(head)) for layer in sorted(index) for head in index[layer].tolist())
+    query_rows, null_rows = engine.suffix_attention(
+        prompt.prefix_ids,
+        [prompt.query_ids, prompt.null_ids],
+        rows=[prompt.query_rows, prompt.null_rows],
+        heads=heads,
+    )
+    return HeadAttention(heads=order, query=query_rows.mean(dim=1), null=null_rows.mean(dim=1))
+
+
+def score_head_set(
+    attention: HeadAttention,
+    heads: HeadSet,
+    spans: list[tuple[int, int]],
+    *,
+    sink_factor: float | None = DEFAULT_SINK_FACTOR,
+    aggregate: Aggregate = "mean",
+) -> RetrievalHeadScores:
+    """Passage scores from the captured attention of ``heads``: summed over the heads, then
+    sinks masked and each passage's tokens averaged (or summed)."""
+    rows = attention.rows(heads)
+    return passage_scores(
+        attention.query[rows].sum(dim=0),
+        attention.null[rows].sum(dim=0),
+        spans,
+        sink_factor=sink_factor,
+        aggregate=aggregate,
+    )
+
+
 def score_retrieval_heads(
     engine: AttentionEngine,
     prompt: TokenizedPrompt,
@@ -57,19 +112,8 @@ def score_retrieval_heads(
     passage's unmasked tokens.
     """
     check_aggregate(aggregate)
-    query_rows, null_rows = engine.suffix_attention(
-        prompt.prefix_ids,
-        [prompt.query_ids, prompt.null_ids],
-        rows=[prompt.query_rows, prompt.null_rows],
-        heads=heads,
-    )
-    return passage_scores(
-        query_rows.mean(dim=1).sum(dim=0),  # (prefix tokens,)
-        null_rows.mean(dim=1).sum(dim=0),
-        prompt.passage_spans,
-        sink_factor=sink_factor,
-        aggregate=aggregate,
-    )
+    attention = capture_head_attention(engine, prompt, heads)
+    return score_head_set(attention, heads, prompt.passage_spans, sink_factor=sink_factor, aggregate=aggregate)
 
 
 def check_aggregate(aggregate: str) -> None:
