@@ -123,7 +123,6 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_eval_hotpotqa(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from ragfocus import Focuser
     from ragfocus.evaluation.hotpotqa_eval import evaluate_hotpotqa
@@ -138,10 +137,18 @@ def _run_eval_hotpotqa(args: argparse.Namespace) -> int:
         focuser, start=args.start, limit=args.limit, profiles=profiles, top_ks=args.top_k,
         progress=not args.no_progress, timing=args.timing,
     )
-    render_eval(Console(), report)
+    render_eval(_console(), report)
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return 0
+
+
+def _console():
+    """A rich console; in a pipe or a log, wide enough that table rows do not wrap."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def _profile(name: str):
@@ -158,11 +165,11 @@ def _bundled_profiles_for(loaded):
     from ragfocus.head_profile import ModelIdentity, bundled_profile, bundled_profile_names
 
     profiles = [bundled_profile(name) for name in bundled_profile_names()]
-    return [profile for profile in profiles if profile.model == ModelIdentity.of(loaded)]
+    mine = [profile for profile in profiles if profile.model == ModelIdentity.of(loaded)]
+    return sorted(mine, key=lambda profile: profile.method != "qr")  # the default method's rows first
 
 
 def _run_heads_detect(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from ragfocus.detection import detect_heads
     from ragfocus.detection import niah as niah_method
@@ -181,16 +188,15 @@ def _run_heads_detect(args: argparse.Namespace) -> int:
         }
     profile = detect_heads(loaded, args.method, top_k=args.top_k, work_file=work_file, progress=not args.no_progress, **options)
     profile.save(args.output)
-    console = Console()
+    console = _console()
     _print_profile(console, profile, top=args.top_k)
     console.print(f"profile written to {args.output} (per-item results kept in {work_file} for resuming)")
     return 0
 
 
 def _run_heads_show(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
-    _print_profile(Console(), _profile(args.profile), top=args.top)
+    _print_profile(_console(), _profile(args.profile), top=args.top)
     return 0
 
 

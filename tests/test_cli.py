@@ -23,17 +23,17 @@ def test_eval_hotpotqa_reports_every_method(tmp_path: Path, capsys: pytest.Captu
     command = ["eval", "hotpotqa", "--start", "20", "--limit", "2", "--no-progress", "--top-k", "4,8", "--timing"]
     assert main([*command, "--json", str(report_path)]) == 0
     shown = capsys.readouterr().out
-    for row in ("ragfocus default", "all heads", "middle layers", "qr heads, top 4", "niah heads, top 8", "BM25",
+    for row in ("ragfocus default", "all heads", "middle layers", "qr heads (recall), top 4", "niah heads, top 8", "BM25",
                 "all-MiniLM-L6-v2", "random", "plain forward"):
         assert row in shown
     report = json.loads(report_path.read_text())
     assert [m["method"] for m in report["methods"]] == [
-        "ragfocus default", "all heads", "middle layers", "qr heads, top 4", "qr heads, top 8",
+        "ragfocus default", "all heads", "middle layers", "qr heads (recall), top 4", "qr heads (recall), top 8",
         "niah heads, top 4", "niah heads, top 8", "BM25", "all-MiniLM-L6-v2", "random",
     ]
     assert all(0.0 <= m["recall_at_2"] <= 1.0 and m["questions"] == 2 for m in report["methods"])
     heads = {m["method"]: m["heads"] for m in report["methods"]}
-    assert heads["all heads"] == 270 and heads["middle layers"] == 135 and heads["qr heads, top 4"] == 4
+    assert heads["all heads"] == 270 and heads["middle layers"] == 135 and heads["qr heads (recall), top 4"] == 4
     assert report["forward_seconds_per_query"] > 0 and report["ragfocus_over_forward"] > 0
     # The default row, read from the shared all-heads capture, is what Focuser.rank returns.
     assert report["max_score_difference"] < 1e-4

@@ -69,7 +69,8 @@ def detect_heads(
         questions = hotpotqa(start, limit)
         qr.record_questions(engine, loaded, questions, record, sink_factor=sink_factor, aggregate=aggregate, progress=progress)
         wanted = {str(question.index) for question in questions}
-        scores = qr.head_scores([r for r in record if r["key"] in wanted], loaded.num_layers, loaded.num_heads, criterion)
+        done = [r for r in record if r["key"] in wanted]
+        scores = qr.head_scores(done, loaded.num_layers, loaded.num_heads, criterion)
         notes: dict = {}
     else:
         needle_cases = niah.cases(lengths, depths, needles)
@@ -86,6 +87,8 @@ def detect_heads(
         done = [r for r in record if r["key"] in wanted]
         scores = niah.head_scores(done, loaded.num_layers, loaded.num_heads)
         notes = {"mean_answer_recall": sum(r["answer_recall"] for r in done) / len(done)}
+    timed = [r["seconds"] for r in done if "seconds" in r]
+    notes.update({"items": len(done), "model_seconds": round(sum(timed), 1) if len(timed) == len(done) else None})
     ranked = _ranked(scores)
     return HeadProfile(
         model=identity,

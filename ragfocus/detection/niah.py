@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -148,6 +149,7 @@ def record_cases(
     bar = tqdm(total=len(needle_cases), initial=len(needle_cases) - len(todo), desc="niah heads", unit="haystack", disable=not progress)
     with bar:
         for case in todo:
+            began = time.perf_counter()
             prompt = build_needle_prompt(loaded.tokenizer, case, max_positions=loaded.max_positions)
             needle_length = prompt.needle_span[1] - prompt.needle_span[0]
             steps = engine.greedy_decode(prompt.ids, max_new_tokens=needle_length + 8, heads=heads, stop_ids=stop_ids)
@@ -163,6 +165,7 @@ def record_cases(
                     "retrieval": (hits / needle_length).tolist(),
                     "answer_recall": _token_recall(needle_tokens, tokens),
                     "answer": loaded.tokenizer.decode(tokens, skip_special_tokens=True),  # type: ignore[attr-defined]
+                    "seconds": round(time.perf_counter() - began, 3),
                 },
             )
             bar.update(1)

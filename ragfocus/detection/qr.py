@@ -21,6 +21,7 @@ Data: HotpotQA dev questions, development split (0-2999) only.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -93,8 +94,10 @@ def record_questions(
     bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="qr heads", unit="q", disable=not progress)
     with bar:
         for question in todo:
+            began = time.perf_counter()
             scores = per_head_passage_scores(engine, loaded, question, sink_factor=sink_factor, aggregate=aggregate)
-            record.add(str(question.index), {"gold": sorted(question.gold), "scores": scores})
+            seconds = round(time.perf_counter() - began, 3)
+            record.add(str(question.index), {"gold": sorted(question.gold), "scores": scores, "seconds": seconds})
             bar.update(1)
 
 

@@ -89,8 +89,16 @@ def head_rows(focuser: Focuser, profiles: Sequence[HeadProfile], top_ks: Sequenc
     for profile in profiles:
         profile.check_model(focuser.loaded)
         for k in top_ks:
-            rows[f"{profile.method} heads, top {k}"] = profile.top(k)
+            name = f"{_label(profile)}, top {k}"
+            if name in rows:
+                raise ValueError(f"two profiles give the row {name!r}; pass each profile once")
+            rows[name] = profile.top(k)
     return rows
+
+
+def _label(profile: HeadProfile) -> str:
+    criterion = profile.parameters.get("criterion")
+    return f"{profile.method} heads ({criterion})" if criterion else f"{profile.method} heads"
 
 
 def evaluate_hotpotqa(
