@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Run the whole test suite on the real default model. Extra arguments go to pytest.
+# Run the whole test suite on the real default model: the library's tests, then the
+# LangChain integration's (its own pytest configuration). Extra arguments go to both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest tests "$@"
+.venv/bin/python -m pytest tests "$@"
+cd integrations/langchain
+exec ../../.venv/bin/python -m pytest tests "$@"
