@@ -84,24 +84,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def _number_list(text: str, kind: type, what: str) -> tuple:
     try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
+        values = tuple(kind(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one value")
     return values
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return _number_list(text, int, "integers")
 
 
 def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
-    return values
+    return _number_list(text, float, "numbers")
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -84,8 +84,7 @@ class HeadProfile:
 
     def ranked(self) -> list[tuple[int, int]]:
         """Every (layer, head), best score first (ties: lower layer, then lower head)."""
-        pairs = [(layer, head) for layer in range(self.model.num_layers) for head in range(self.model.num_heads)]
-        return sorted(pairs, key=lambda pair: (-self.scores[pair[0]][pair[1]], pair))
+        return rank_heads(self.scores)
 
     def top(self, k: int) -> HeadSet:
         """The ``k`` best-scoring heads."""
@@ -137,6 +136,12 @@ class HeadProfile:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON: {error}") from error
         return cls.from_dict(payload)
+
+
+def rank_heads(scores: list[list[float]]) -> list[tuple[int, int]]:
+    """Every (layer, head) of ``scores[layer][head]``, best first (ties: lower layer, then head)."""
+    pairs = [(layer, head) for layer in range(len(scores)) for head in range(len(scores[layer]))]
+    return sorted(pairs, key=lambda pair: (-scores[pair[0]][pair[1]], pair))
 
 
 def check_identity(expected: ModelIdentity, actual: ModelIdentity, *, what: str) -> None:

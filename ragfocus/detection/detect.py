@@ -13,7 +13,7 @@ from ragfocus.detection import niah, qr
 from ragfocus.detection.store import ResumableRecord
 from ragfocus.engine import AttentionEngine
 from ragfocus.evaluation.datasets import hotpotqa
-from ragfocus.head_profile import METHODS, HeadProfile, ModelIdentity
+from ragfocus.head_profile import METHODS, HeadProfile, ModelIdentity, rank_heads
 from ragfocus.models import LoadedModel
 from ragfocus.scoring.retrieval_heads import DEFAULT_SINK_FACTOR, Aggregate, check_aggregate
 
@@ -89,7 +89,6 @@ def detect_heads(
         notes = {"mean_answer_recall": sum(r["answer_recall"] for r in done) / len(done)}
     timed = [r["seconds"] for r in done if "seconds" in r]
     notes.update({"items": len(done), "model_seconds": round(sum(timed), 1) if len(timed) == len(done) else None})
-    ranked = _ranked(scores)
     return HeadProfile(
         model=identity,
         method=method,
@@ -97,14 +96,9 @@ def detect_heads(
         parameters={**parameters, "top_k": top_k},
         created=datetime.date.today().isoformat(),
         scores=scores,
-        selected=ranked[:top_k],
+        selected=rank_heads(scores)[:top_k],
         notes=notes,
     )
-
-
-def _ranked(scores: list[list[float]]) -> list[tuple[int, int]]:
-    pairs = [(layer, head) for layer in range(len(scores)) for head in range(len(scores[layer]))]
-    return sorted(pairs, key=lambda pair: (-scores[pair[0]][pair[1]], pair))
 
 
 def _record(

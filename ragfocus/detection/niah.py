@@ -193,16 +193,12 @@ def _encoder(tokenizer: object):
 
 
 def _haystack_ids(tokenizer: object, length: int) -> list[int]:
-    ids = _haystack_prefix_ids(tokenizer, length)
+    """The first ``length`` tokens of the essays (about 4 characters a token, with margin)."""
+    text = haystack_text()
+    ids = _encoder(tokenizer)(text[: max(4 * length + 1000, 4000)])
     if len(ids) < length:
         raise ValueError(f"the haystack text has only {len(ids)} tokens, fewer than {length}")
     return ids[:length]
-
-
-def _haystack_prefix_ids(tokenizer: object, length: int) -> list[int]:
-    text = haystack_text()
-    chars = max(4 * length + 1000, 4000)
-    return _encoder(tokenizer)(text[: min(chars, len(text))])
 
 
 def _sentence_cut(tokenizer: object, hay: list[int], target: int) -> int:
@@ -239,9 +235,9 @@ def _chat_frame(tokenizer: object, question: str) -> tuple[list[int], list[int]]
 
 def _stop_ids(tokenizer: object) -> list[int]:
     stops = {getattr(tokenizer, "eos_token_id", None)}
+    unknown = getattr(tokenizer, "unk_token_id", None)
     for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
         converted = tokenizer.convert_tokens_to_ids(token)  # type: ignore[attr-defined]
-        unknown = getattr(tokenizer, "unk_token_id", None)
         if isinstance(converted, int) and converted != unknown:
             stops.add(converted)
     return sorted(token for token in stops if token is not None)

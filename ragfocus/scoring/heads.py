@@ -17,8 +17,7 @@ def middle_layer_heads(num_layers: int, num_heads: int) -> HeadSet:
     >>> sorted(middle_layer_heads(30, 9))[:3], len(middle_layer_heads(30, 9))
     ([7, 8, 9], 15)
     """
-    if num_layers < 1 or num_heads < 1:
-        raise ValueError(f"a model needs at least one layer and head, got {num_layers} layers and {num_heads} heads")
+    _check_shape(num_layers, num_heads)
     first = num_layers // 4
     count = max(1, num_layers // 2)
     return {layer: tuple(range(num_heads)) for layer in range(first, first + count)}
@@ -26,8 +25,7 @@ def middle_layer_heads(num_layers: int, num_heads: int) -> HeadSet:
 
 def all_heads(num_layers: int, num_heads: int) -> HeadSet:
     """Every head of every layer (ICR's choice)."""
-    if num_layers < 1 or num_heads < 1:
-        raise ValueError(f"a model needs at least one layer and head, got {num_layers} layers and {num_heads} heads")
+    _check_shape(num_layers, num_heads)
     return {layer: tuple(range(num_heads)) for layer in range(num_layers)}
 
 
@@ -37,3 +35,8 @@ def head_set(pairs: Iterable[tuple[int, int]]) -> HeadSet:
     for layer, head in pairs:
         grouped.setdefault(int(layer), []).append(int(head))
     return {layer: tuple(sorted(set(heads))) for layer, heads in sorted(grouped.items())}
+
+
+def _check_shape(num_layers: int, num_heads: int) -> None:
+    if num_layers < 1 or num_heads < 1:
+        raise ValueError(f"a model needs at least one layer and head, got {num_layers} layers and {num_heads} heads")
