@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ragfocus.evaluation.squad_eval import add_squad_parser
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -48,7 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     hotpot.add_argument("--top-k", type=_int_list, default=(4, 8, 16), help="comma-separated k for the profile rows (default 4,8,16)")
     hotpot.add_argument("--timing", action="store_true",
                         help="also time Focuser.rank against one plain forward pass per question (slower)")
+    hotpot.add_argument("--dump", type=Path, default=None, help="write one JSONL record per question (all scores and signals)")
+    hotpot.add_argument("--fusion", default=None, help="fusion profile JSON for the default row (default: the bundled one)")
+    hotpot.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    hotpot.add_argument("--no-head-rows", action="store_true", help="skip the all-heads capture and its head rows")
+    hotpot.add_argument("--no-peers", action="store_true", help="skip LongLLMLingua")
+    hotpot.add_argument("--no-sentences", action="store_true", help="skip the sentence-level answer survival row")
     hotpot.set_defaults(run=_run_eval_hotpotqa)
+    merge = suites.add_parser("report", help="rebuild a HotpotQA report from --dump files (merges runs over parts of a range)")
+    merge.add_argument("dumps", nargs="+", type=Path, help="JSONL files written by eval hotpotqa --dump")
+    merge.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    merge.add_argument("--plot", type=Path, default=None, help="write the budget curve (PNG) here")
+    merge.set_defaults(run=_run_eval_report)
+    add_squad_parser(suites)
 
     heads = commands.add_parser("heads", help="retrieval-head profiles: detect, show, plot")
     head_commands = heads.add_subparsers(metavar="ACTION")
@@ -125,19 +139,43 @@ def _run_eval_hotpotqa(args: argparse.Namespace) -> int:
     from ragfocus import Focuser
     from ragfocus.evaluation.hotpotqa_eval import evaluate_hotpotqa
     from ragfocus.evaluation.render import render_eval
+    from ragfocus.fusion import choose_fusion
+    from ragfocus.models import load_model
 
-    focuser = Focuser(args.model)
+    loaded = load_model(args.model, device=args.device)
+    fusion = choose_fusion(loaded, args.fusion)
+    # Every signal is computed so each gets its row, whatever the fusion profile weights.
+    focuser = Focuser(loaded, fusion=fusion, distraction=True, sort_rounds=max(1, fusion.sort_rounds))
     if args.profile:
         profiles = [_profile(name) for name in args.profile]
     else:
         profiles = _bundled_profiles_for(focuser.loaded)
     report = evaluate_hotpotqa(
         focuser, start=args.start, limit=args.limit, profiles=profiles, top_ks=args.top_k,
-        progress=not args.no_progress, timing=args.timing,
+        progress=not args.no_progress, timing=args.timing, dump=args.dump, head_rows_on=not args.no_head_rows,
+        peers=not args.no_peers, sentences=not args.no_sentences,
     )
     render_eval(_console(), report)
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def _run_eval_report(args: argparse.Namespace) -> int:
+    from ragfocus.evaluation.hotpotqa_eval import load_records, report_from_records
+    from ragfocus.evaluation.render import render_eval
+    from ragfocus.models import load_model
+
+    records = load_records(args.dumps)
+    loaded = load_model(None)
+    report = report_from_records(records, tokenizer=loaded.tokenizer, model=loaded.name)
+    render_eval(_console(), report)
+    if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if args.plot:
+        from ragfocus.evaluation.plots import plot_budget_curve
+
+        plot_budget_curve(report, args.plot)
     return 0
 
 

@@ -18,21 +18,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragfocus.engine import AttentionEngine, HeadSet
+from ragfocus.fusion import FusionArgument, FusionProfile, choose_fusion, fuse
 from ragfocus.head_choice import HeadsArgument, choose_heads
 from ragfocus.head_profile import HeadProfile
 from ragfocus.models import LoadedModel, load_model
 from ragfocus.passages import PassageLike, as_passages
-from ragfocus.prompt import build_prompt
-from ragfocus.scoring import score_retrieval_heads
-from ragfocus.scoring.retrieval_heads import DEFAULT_SINK_FACTOR, Aggregate, check_aggregate
+from ragfocus.prompt import TokenizedPrompt, build_prompt
+from ragfocus.scoring.attention_sort import attention_sort, check_sort_rounds, passage_attention
+from ragfocus.scoring.distraction import distraction_scores
+from ragfocus.scoring.heads import merge_heads
+from ragfocus.scoring.lexical import bm25_scores
+from ragfocus.scoring.retrieval_heads import (
+    DEFAULT_SINK_FACTOR,
+    Aggregate,
+    calibrated_per_token,
+    capture_head_attention,
+    check_aggregate,
+    score_head_set,
+)
 from ragfocus.selection import SelectionConfig, select
+from ragfocus.sentence_scores import ScoredSentence, sentence_scores
 from ragfocus.tokens import TokenCounter, token_counter
-from ragfocus.types import FocusResult, Order, Passage, ScoredPassage
+from ragfocus.types import FocusResult, Granularity, Order, Passage, ScoredPassage
 
 logger = logging.getLogger(__name__)
 
-SIGNAL_NAMES = ("retrieval_heads", "query_attention", "null_attention")
-"""Signals every scored passage carries; ``retriever`` is added when the caller gave a score."""
+SIGNAL_NAMES = ("retrieval_heads", "query_attention", "null_attention", "bm25")
+"""Signals every scored passage carries; ``attention_sort`` (with ``sort_rounds`` > 0),
+``distraction`` and ``abstain_logprob`` (with ``distraction=True``) and ``retriever`` (when the
+caller gave a score) are added."""
 
 
 class Focuser:
@@ -52,6 +66,15 @@ class Focuser:
             as a sink and masks it; ``None`` masks nothing.
         aggregate: ``"mean"`` (default) scores a passage by calibrated attention per token,
             ``"sum"`` by its total (ICR's choice, which also rewards length).
+        fusion: how signals become one relevance. ``None``: the model's bundled fusion
+            profile (weights tuned on HotpotQA dev 0-2999), else retrieval heads alone;
+            ``"heads"``: retrieval heads alone; a ``FusionProfile`` or its JSON path.
+        sort_rounds: rounds of attention sorting (0 = off; default: the fusion profile's).
+            Round one is read from the ranking pass; each further round costs one prefill.
+        distraction: compute the distracting effect of each passage (one more batched pass
+            over the passages, each alone; default: when the fusion profile weights it).
+        positional: remove the model's positional attention bias (the fusion profile's
+            calibration) before fusing.
 
     One ``Focuser`` is safe to share between threads; calls on it are serialized.
     """
@@ -65,6 +88,10 @@ class Focuser:
         device: str | None = None,
         sink_factor: float | None = DEFAULT_SINK_FACTOR,
         aggregate: Aggregate = "mean",
+        fusion: FusionArgument = None,
+        sort_rounds: int | None = None,
+        distraction: bool | None = None,
+        positional: bool = True,
     ) -> None:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
         self.engine = AttentionEngine(self.loaded.model)
@@ -79,8 +106,29 @@ class Focuser:
         self.sink_factor = sink_factor
         check_aggregate(aggregate)
         self.aggregate: Aggregate = aggregate
+        self.fusion: FusionProfile = choose_fusion(self.loaded, fusion)
+        self.sort_rounds = self.fusion.sort_rounds if sort_rounds is None else sort_rounds
+        check_sort_rounds(self.sort_rounds)
+        if self.fusion.uses("attention_sort") and self.sort_rounds == 0:
+            raise ValueError("the fusion profile weights attention_sort: sort_rounds must be at least 1 (or use fusion='heads')")
+        self._sort_heads: HeadSet = self.fusion.sort_head_set if self.fusion.sort_heads else self.heads
+        self.engine.validate_heads(self._sort_heads)
+        self.distraction = self.fusion.uses("distraction") if distraction is None else bool(distraction)
+        if self.fusion.uses("distraction") and not self.distraction:
+            raise ValueError("the fusion profile weights distraction: distraction=False needs fusion='heads' or another profile")
+        self.positional = bool(positional)
         self._count = token_counter(tokenizer if tokenizer is not None else self.loaded.tokenizer)
         self._lock = threading.RLock()
+
+    @property
+    def signal_names(self) -> tuple[str, ...]:
+        """The signals every non-empty passage gets from this Focuser (``retriever`` aside)."""
+        names = list(SIGNAL_NAMES)
+        if self.sort_rounds > 0:
+            names.append("attention_sort")
+        if self.distraction:
+            names += ["distraction", "abstain_logprob"]
+        return tuple(names)
 
     def rank(self, query: str, passages: Sequence[PassageLike]) -> list[ScoredPassage]:
         """Score every passage; best first, nothing dropped.
@@ -95,7 +143,7 @@ class Focuser:
         _check_query(query)
         items = as_passages(passages)
         with self._lock:
-            return self._rank(query, items)
+            return self._rank(query, items, sentences=False)[0]
 
     def focus(
         self,
@@ -109,8 +157,13 @@ class Focuser:
         order: Order = "relevance",
         tokenizer: Any = None,
         separator: str = "\n\n",
+        granularity: Granularity = "passage",
     ) -> FocusResult:
         """Rank, keep what fits and arrange it: see ``SelectionConfig`` for the options.
+
+        ``granularity="sentence"`` prunes inside passages too: the sentences that receive the
+        least calibrated attention go first until the budget holds (AttentionRAG); a kept
+        passage's ``text`` is then what is left of it (``passage.text`` stays whole).
 
         ``budget`` and ``ratio`` are counted with ``tokenizer`` (the generator's; default the
         one given to the ``Focuser``). A budget below every passage keeps nothing and logs a
@@ -118,11 +171,15 @@ class Focuser:
         """
         started = time.perf_counter()
         config = SelectionConfig(
-            budget=budget, ratio=ratio, top_k=top_k, threshold=threshold, order=order, separator=separator
+            budget=budget, ratio=ratio, top_k=top_k, threshold=threshold, order=order, separator=separator,
+            granularity=granularity,
         )
         count: TokenCounter = token_counter(tokenizer) if tokenizer is not None else self._count
-        ranked = self.rank(query, passages)
-        chosen = select(ranked, config, count)
+        _check_query(query)
+        items = as_passages(passages)
+        with self._lock:
+            ranked, found = self._rank(query, items, sentences=config.granularity == "sentence")
+        chosen = select(ranked, config, count, sentences=found, slot_strength=self.fusion.slot_strength)
         if ranked and not chosen.kept and chosen.budget is not None:
             logger.warning("budget of %d tokens is below every passage: nothing kept", chosen.budget)
         return FocusResult(
@@ -137,33 +194,82 @@ class Focuser:
             order=config.order,
         )
 
-    def _rank(self, query: str, items: list[Passage]) -> list[ScoredPassage]:
+    def _rank(
+        self, query: str, items: list[Passage], *, sentences: bool
+    ) -> tuple[list[ScoredPassage], dict[int, list[ScoredSentence]]]:
         present = [index for index, item in enumerate(items) if item.text.strip()]
-        signals: dict[int, dict[str, float]] = {index: dict.fromkeys(SIGNAL_NAMES, math.nan) for index in range(len(items))}
+        names = self.signal_names
+        signals: dict[int, dict[str, float]] = {index: dict.fromkeys(names, math.nan) for index in range(len(items))}
         scores = {index: -math.inf for index in range(len(items))}
+        found: dict[int, list[ScoredSentence]] = {}
         if present:
-            prompt = build_prompt(self.loaded.tokenizer, query, [items[index].text for index in present])
+            texts = [items[index].text for index in present]
+            prompt = build_prompt(self.loaded.tokenizer, query, texts)
             self._check_length(prompt.total_tokens, prompt.passage_spans, present)
             started = time.perf_counter()
-            heads = score_retrieval_heads(
-                self.engine, prompt, self.heads, sink_factor=self.sink_factor, aggregate=self.aggregate
-            )
+            table, per_passage = self._signals(query, texts, prompt, [items[index].score for index in present], sentences=sentences)
+            fused = fuse(table, self.fusion, positional=self.positional)
             logger.debug("scored %d passages (%d tokens) in %.3f s", len(present), prompt.total_tokens, time.perf_counter() - started)
             for position, index in enumerate(present):
-                signals[index] = {
-                    "retrieval_heads": heads.calibrated[position],
-                    "query_attention": heads.query_mass[position],
-                    "null_attention": heads.null_mass[position],
-                }
-                scores[index] = heads.calibrated[position]
+                signals[index] = table[position]
+                scores[index] = fused[position]
+                if per_passage is not None:
+                    found[index] = per_passage[position]
         for index, item in enumerate(items):
             if item.score is not None:
                 signals[index]["retriever"] = float(item.score)
         order = sorted(range(len(items)), key=lambda index: (-scores[index], index))
-        return [
+        ranked = [
             ScoredPassage(index=index, rank=rank, text=items[index].text, score=scores[index], signals=signals[index], passage=items[index])
             for rank, index in enumerate(order)
         ]
+        return ranked, found
+
+    def _signals(
+        self,
+        query: str,
+        texts: list[str],
+        prompt: TokenizedPrompt,
+        retriever: list[float | None],
+        *,
+        sentences: bool,
+    ) -> tuple[list[dict[str, float]], list[list[ScoredSentence]] | None]:
+        """Every signal of every passage (prompt order), raw: fusion z-scores them."""
+        sorting = self.sort_rounds > 0
+        read = merge_heads(self.heads, self._sort_heads) if sorting else self.heads
+        attention = capture_head_attention(self.engine, prompt, read, sort=sorting)
+        heads = score_head_set(attention, self.heads, prompt.passage_spans, sink_factor=self.sink_factor, aggregate=self.aggregate)
+        table = [
+            {"retrieval_heads": heads.calibrated[i], "query_attention": heads.query_mass[i], "null_attention": heads.null_mass[i]}
+            for i in range(len(texts))
+        ]
+        if sorting:
+            assert attention.sort is not None
+            first = passage_attention(attention.sort[attention.rows(self._sort_heads)], prompt.passage_spans)
+            result = attention_sort(
+                self.engine,
+                lambda order: build_prompt(self.loaded.tokenizer, query, [texts[i] for i in order]),
+                len(texts),
+                self._sort_heads,
+                rounds=self.sort_rounds,
+                first_round=first,
+            )
+            for i, value in enumerate(result.scores):
+                table[i]["attention_sort"] = value
+        if self.distraction:
+            found = distraction_scores(self.loaded.model, self.loaded.tokenizer, query, texts)
+            for i, value in enumerate(found.distraction):
+                table[i]["distraction"] = value
+                table[i]["abstain_logprob"] = found.abstain_logprob[i]
+        for i, value in enumerate(bm25_scores(query, texts)):
+            table[i]["bm25"] = value
+        for i, value in enumerate(retriever):
+            if value is not None:
+                table[i]["retriever"] = float(value)
+        if not sentences:
+            return table, None
+        per_token = calibrated_per_token(attention, self.heads, prompt.passage_spans, sink_factor=self.sink_factor)
+        return table, sentence_scores(prompt, per_token)
 
     def _check_length(self, total: int, spans: list[tuple[int, int]], indices: list[int]) -> None:
         limit = self.loaded.max_positions

@@ -183,7 +183,9 @@ def load_profile(path: str | os.PathLike[str], loaded: LoadedModel) -> HeadProfi
 def bundled_profile_names() -> list[str]:
     """File names of the profiles shipped inside the package."""
     folder = resources.files("ragfocus") / "profiles"
-    return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".json"))
+    return sorted(
+        entry.name for entry in folder.iterdir() if entry.name.endswith(".json") and not entry.name.endswith(".fusion.json")
+    )
 
 
 def bundled_profile(name: str) -> HeadProfile:

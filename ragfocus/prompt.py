@@ -17,6 +17,9 @@ SUFFIX_TEMPLATE = (
     "Please find information that is relevant to the following query in the paragraphs above.\n\nQuery: {query}"
 )
 CONTENT_FREE_QUERY = "N/A"
+SORT_SUFFIX_TEMPLATE = "Answer the question using the paragraphs above.\n\nQuestion: {query}\nAnswer:"
+"""The attention-sorting suffix (Peysakhovich & Lerer, 2023): the model is asked for the answer
+and the attention of the position that would produce its first token is read."""
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,21 @@ class TokenizedPrompt:
     query_rows: tuple[int, int]
     null_ids: list[int]
     null_rows: tuple[int, int]
+    sort_ids: list[int]
+    """The attention-sorting suffix; its last token's row is the one read."""
+    prefix_offsets: list[tuple[int, int]]
+    """Character range of every prefix token in ``prefix_text`` (empty for special tokens)."""
+    passage_chars: list[tuple[int, int]]
+    """Character range of each passage's text in ``prefix_text``."""
+    prefix_text: str
+
+    @property
+    def sort_rows(self) -> tuple[int, int]:
+        return (len(self.sort_ids) - 1, len(self.sort_ids))
 
     @property
     def total_tokens(self) -> int:
-        return len(self.prefix_ids) + max(len(self.query_ids), len(self.null_ids))
+        return len(self.prefix_ids) + max(len(self.query_ids), len(self.null_ids), len(self.sort_ids))
 
 
 def build_prompt(tokenizer: object, query: str, texts: Sequence[str]) -> TokenizedPrompt:
@@ -51,11 +65,24 @@ def build_prompt(tokenizer: object, query: str, texts: Sequence[str]) -> Tokeniz
         char_spans.append((start, start + len(text)))
         pieces.append(block)
         cursor += len(block)
-    prefix_ids, prefix_offsets = _encode("".join(pieces), tokenizer, special=True)
+    prefix_text = "".join(pieces)
+    prefix_ids, prefix_offsets = _encode(prefix_text, tokenizer, special=True)
     passage_spans = [_token_span(prefix_offsets, span) for span in char_spans]
     query_ids, query_rows = _encode_suffix(tokenizer, query)
     null_ids, null_rows = _encode_suffix(tokenizer, CONTENT_FREE_QUERY)
-    return TokenizedPrompt(prefix_ids, passage_spans, query_ids, query_rows, null_ids, null_rows)
+    sort_ids, _ = _encode(SORT_SUFFIX_TEMPLATE.format(query=query), tokenizer, special=False)
+    return TokenizedPrompt(
+        prefix_ids, passage_spans, query_ids, query_rows, null_ids, null_rows,
+        sort_ids=sort_ids,
+        prefix_offsets=prefix_offsets,
+        passage_chars=char_spans,
+        prefix_text=prefix_text,
+    )
+
+
+def token_span(offsets: Sequence[tuple[int, int]], chars: tuple[int, int]) -> tuple[int, int]:
+    """Tokens whose characters overlap ``chars`` (a [start, end) character range)."""
+    return _token_span(offsets, chars)
 
 
 def _encode_suffix(tokenizer: object, query: str) -> tuple[list[int], tuple[int, int]]:

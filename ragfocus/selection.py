@@ -4,16 +4,26 @@ The budget is counted with the generator's tokenizer on the exact context string
 returned (passages joined by the separator, in output order), so it is never exceeded.
 Passages are taken best first; one that does not fit is skipped and smaller, lower-ranked
 ones may still fill the remaining budget.
+
+With ``granularity="sentence"`` the budget is filled sentence by sentence instead, inside the
+passages the other limits keep (AttentionRAG): a sentence's priority is its passage's fused
+relevance plus its own calibrated attention (z-scored over all candidate sentences), so the
+sentences the model attends least, in the least relevant passages, are left out first. The
+kept sentences of a passage stay in their original order, joined by a space.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ragfocus.fusion import zscores
 from ragfocus.ordering import arrange
+from ragfocus.sentence_scores import ScoredSentence
 from ragfocus.tokens import TokenCounter
-from ragfocus.types import ORDERS, Order, ScoredPassage
+from ragfocus.types import GRANULARITIES, ORDERS, Granularity, Order, ScoredPassage
 
 
 @dataclass(frozen=True)
@@ -31,10 +41,12 @@ class SelectionConfig:
     top_k: int | None = None
     """Keep at most this many passages."""
     threshold: float | None = None
-    """Keep only passages whose score is at least this (calibrated attention: 0 means as much
-    attention as a content-free query gives)."""
+    """Keep only passages whose score is at least this (fused relevance in per-query z units:
+    0 is the query's average passage; with ``fusion="heads"``, calibrated attention: 0 means as
+    much attention as a content-free query gives)."""
     order: Order = "relevance"
     separator: str = "\n\n"
+    granularity: Granularity = "passage"
 
     def __post_init__(self) -> None:
         if self.budget is not None and self.ratio is not None:
@@ -63,6 +75,8 @@ class SelectionConfig:
             raise ValueError(f"order={self.order!r} is not one of {', '.join(ORDERS)}")
         if not isinstance(self.separator, str):
             raise TypeError(f"separator must be a str, got {type(self.separator).__name__}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity={self.granularity!r} is not one of {', '.join(GRANULARITIES)}")
 
 
 @dataclass(frozen=True)
@@ -77,9 +91,18 @@ class Selection:
     budget: int | None
 
 
-def select(ranked: list[ScoredPassage], config: SelectionConfig, count: TokenCounter) -> Selection:
+def select(
+    ranked: list[ScoredPassage],
+    config: SelectionConfig,
+    count: TokenCounter,
+    *,
+    sentences: Mapping[int, Sequence[ScoredSentence]] | None = None,
+    slot_strength: Sequence[float] = (),
+) -> Selection:
     """Apply ``config`` to ``ranked`` (best first). Empty or whitespace-only passages are
-    never kept: they carry nothing for the generator."""
+    never kept: they carry nothing for the generator. ``sentences`` (passage index -> its
+    scored sentences) is needed for ``granularity="sentence"``; ``slot_strength`` for
+    ``order="calibrated"``."""
     in_input_order = sorted(ranked, key=lambda passage: passage.index)
     tokens_in = count(config.separator.join(passage.text for passage in in_input_order))
     budget = config.budget
@@ -90,8 +113,13 @@ def select(ranked: list[ScoredPassage], config: SelectionConfig, count: TokenCou
         candidates = [passage for passage in candidates if passage.score >= config.threshold]
     if config.top_k is not None:
         candidates = candidates[: config.top_k]
-    kept = candidates if budget is None else _fill_budget(candidates, budget, config, count)
-    ordered = arrange(kept, config.order)
+    if config.granularity == "sentence" and budget is not None:
+        if sentences is None:
+            raise ValueError("granularity='sentence' needs the scored sentences of each passage")
+        kept = _fill_with_sentences(candidates, sentences, budget, config, count, slot_strength)
+    else:
+        kept = candidates if budget is None else _fill_budget(candidates, budget, config, count, slot_strength)
+    ordered = arrange(kept, config.order, slot_strength)
     context = config.separator.join(passage.text for passage in ordered)
     tokens_out = count(context)
     if budget is not None and tokens_out > budget:  # guarded by _fill_budget; never silent
@@ -102,13 +130,59 @@ def select(ranked: list[ScoredPassage], config: SelectionConfig, count: TokenCou
 
 
 def _fill_budget(
-    candidates: list[ScoredPassage], budget: int, config: SelectionConfig, count: TokenCounter
+    candidates: list[ScoredPassage],
+    budget: int,
+    config: SelectionConfig,
+    count: TokenCounter,
+    slot_strength: Sequence[float] = (),
 ) -> list[ScoredPassage]:
     kept: list[ScoredPassage] = []
     for passage in candidates:
         if count(passage.text) > budget:
             continue
-        trial = arrange([*kept, passage], config.order)
+        trial = arrange([*kept, passage], config.order, slot_strength)
         if count(config.separator.join(item.text for item in trial)) <= budget:
             kept.append(passage)
+    return kept
+
+
+def _fill_with_sentences(
+    candidates: list[ScoredPassage],
+    sentences: Mapping[int, Sequence[ScoredSentence]],
+    budget: int,
+    config: SelectionConfig,
+    count: TokenCounter,
+    slot_strength: Sequence[float],
+) -> list[ScoredPassage]:
+    pool = [(passage, number) for passage in candidates for number in range(len(sentences.get(passage.index, ())))]
+    attention = [sentences[passage.index][number].score for passage, number in pool]
+    finite = [value for value in attention if math.isfinite(value)]
+    floor = min(finite) if finite else 0.0
+    standard = zscores([value if math.isfinite(value) else floor for value in attention])
+    priority = [passage.score + value for (passage, _), value in zip(pool, standard)]
+    chosen: dict[int, set[int]] = {}
+    for rank in sorted(range(len(pool)), key=lambda i: (-priority[i], pool[i][0].rank, pool[i][1])):
+        passage, number = pool[rank]
+        trial = {**chosen, passage.index: chosen.get(passage.index, set()) | {number}}
+        kept = _pruned(candidates, sentences, trial)
+        text = config.separator.join(item.text for item in arrange(kept, config.order, slot_strength))
+        if count(text) <= budget:
+            chosen = trial
+    return _pruned(candidates, sentences, chosen)
+
+
+def _pruned(
+    candidates: list[ScoredPassage], sentences: Mapping[int, Sequence[ScoredSentence]], chosen: Mapping[int, set[int]]
+) -> list[ScoredPassage]:
+    kept = []
+    for passage in candidates:
+        numbers = chosen.get(passage.index)
+        if not numbers:
+            continue
+        found = sentences[passage.index]
+        if len(numbers) == len(found):
+            kept.append(passage)
+        else:
+            text = " ".join(found[number].text for number in sorted(numbers))
+            kept.append(dataclasses.replace(passage, text=text))
     return kept

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Order = Literal["original", "relevance", "attention", "edges"]
-ORDERS: tuple[str, ...] = ("original", "relevance", "attention", "edges")
+Order = Literal["original", "relevance", "attention", "edges", "calibrated"]
+ORDERS: tuple[str, ...] = ("original", "relevance", "attention", "edges", "calibrated")
+Granularity = Literal["passage", "sentence"]
+GRANULARITIES: tuple[str, ...] = ("passage", "sentence")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,9 @@ class ScoredPassage:
 
     ``index`` is the passage's position in the caller's input list; ``rank`` its position in
     the ranking (0 = most relevant); ``passage`` the input as a ``Passage`` (id, metadata and
-    retriever score included).
+    retriever score included). ``score`` is the fused relevance (per-query z units: 0 is an
+    average passage of this query) and ``signals`` every signal behind it, raw. With sentence
+    pruning, ``text`` of a kept passage is what is left of it; ``passage.text`` stays whole.
     """
 
     index: int

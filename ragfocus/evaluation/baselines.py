@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-_WORD = re.compile(r"\w+")
+from ragfocus.scoring.lexical import bm25_scores
 
-
-def bm25_scores(query: str, passages: Sequence[str]) -> list[float]:
-    """Okapi BM25 (rank-bm25 defaults) of ``query`` against the given passages only."""
-    from rank_bm25 import BM25Okapi
-
-    corpus = [_words(text) or ["<empty>"] for text in passages]
-    return [float(score) for score in BM25Okapi(corpus).get_scores(_words(query))]
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+__all__ = ["bm25_scores", "minilm", "minilm_scores", "random_scores"]
 
 
 @lru_cache(maxsize=1)

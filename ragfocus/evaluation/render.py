@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.table import Table
 
 from ragfocus.evaluation.demo import DemoCase
-from ragfocus.evaluation.hotpotqa_eval import EvalReport
+from ragfocus.evaluation.hotpotqa_eval import REPORT_RATIO, EvalReport
 
 
 def render_demo(console: Console, model: str, corpus_size: int, index_seconds: float, cases: list[DemoCase]) -> None:
@@ -42,21 +44,30 @@ def render_demo(console: Console, model: str, corpus_size: int, index_seconds: f
 def render_eval(console: Console, report: EvalReport) -> None:
     table = Table(title=f"HotpotQA dev {report.start}-{report.start + report.limit - 1} ({report.limit} questions, "
                         f"~{report.mean_prompt_tokens:.0f} prompt tokens), scorer {report.model}")
-    for column in ("method", "heads", "recall@2", "both@4", "s/query (median)"):
+    ratio = f"{REPORT_RATIO:.1f}"
+    for column in ("method", "heads", "recall@2", "both@4", f"both kept @{ratio}", f"answer kept @{ratio}", "s/query (median)"):
         table.add_column(column)
     for method in report.methods:
-        seconds = "shared capture" if method.seconds_per_query is None else f"{method.seconds_per_query:.3f}"
+        seconds = "shared pass" if method.seconds_per_query is None else f"{method.seconds_per_query:.3f}"
         heads = "" if method.heads is None else str(method.heads)
-        table.add_row(method.method, heads, f"{method.recall_at_2:.3f}", f"{method.both_at_4:.3f}", seconds)
+        table.add_row(
+            method.method, heads, _number(method.recall_at_2), _number(method.both_at_4),
+            _number(method.both_kept.get(ratio)), _number(method.answer_kept), seconds,
+        )
     console.print(table)
-    console.print(f"ragfocus default = {report.default_heads}. Attention rows share one capture of every head: "
-                  f"{report.capture_seconds_per_query:.3f} s/query (median, all layers run).")
+    console.print(f"ragfocus default = {report.fusion}; retrieval heads: {report.default_heads}. "
+                  f"answer kept: {report.answer_questions} questions without a yes/no answer.")
+    if report.capture_seconds_per_query is not None:
+        console.print(f"Head rows share one capture of every head: {report.capture_seconds_per_query:.3f} s/query (median).")
     if report.ragfocus_over_forward is not None:
         console.print(
             f"Focuser.rank {report.ragfocus_seconds_per_query:.3f} s/query, plain forward (SDPA, no attention) "
-            f"{report.forward_seconds_per_query:.3f} s/query; ratio (median over questions) "
-            f"{report.ragfocus_over_forward:.2f}; largest |rank score - default row score| {report.max_score_difference:.2e}"
+            f"{report.forward_seconds_per_query:.3f} s/query; ratio (median over questions) {report.ragfocus_over_forward:.2f}"
         )
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _shorten(text: str, width: int) -> str:

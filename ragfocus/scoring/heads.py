@@ -40,3 +40,8 @@ def head_set(pairs: Iterable[tuple[int, int]]) -> HeadSet:
 def _check_shape(num_layers: int, num_heads: int) -> None:
     if num_layers < 1 or num_heads < 1:
         raise ValueError(f"a model needs at least one layer and head, got {num_layers} layers and {num_heads} heads")
+
+
+def merge_heads(*sets: HeadSet) -> HeadSet:
+    """The union of head sets."""
+    return head_set((int(layer), int(head)) for heads in sets for layer, layer_heads in heads.items() for head in layer_heads)

@@ -51,6 +51,9 @@ class HeadAttention:
     """(layer, head) of each row, in layer order."""
     query: torch.Tensor
     null: torch.Tensor
+    sort: torch.Tensor | None = None
+    """With ``sort=True``: per head, the attention of the attention-sorting suffix's last
+    position (the one that would produce the answer's first token) over the prefix."""
 
     def rows(self, heads: HeadSet) -> list[int]:
         """Row indices of ``heads``; every one must have been captured."""
@@ -62,19 +65,28 @@ class HeadAttention:
         return sorted({position[pair] for pair in wanted})
 
 
-def capture_head_attention(engine: AttentionEngine, prompt: TokenizedPrompt, heads: HeadSet) -> HeadAttention:
+def capture_head_attention(
+    engine: AttentionEngine, prompt: TokenizedPrompt, heads: HeadSet, *, sort: bool = False
+) -> HeadAttention:
     """Run the query and the content-free suffix over the prompt's prefix and keep, per
     head, the attention every prefix token receives (mean over each query's tokens, since the
-    real query and "N/A" differ in length)."""
+    real query and "N/A" differ in length). With ``sort=True`` the attention-sorting suffix
+    runs in the same batch over the same cache (the first round of attention sorting costs
+    no extra prefill)."""
     index = engine.validate_heads(heads)
     order = tuple((layer, int(head)) for layer in sorted(index) for head in index[layer].tolist())
-    query_rows, null_rows = engine.suffix_attention(
-        prompt.prefix_ids,
-        [prompt.query_ids, prompt.null_ids],
-        rows=[prompt.query_rows, prompt.null_rows],
-        heads=heads,
+    suffixes = [prompt.query_ids, prompt.null_ids]
+    rows = [prompt.query_rows, prompt.null_rows]
+    if sort:
+        suffixes.append(prompt.sort_ids)
+        rows.append(prompt.sort_rows)
+    captured = engine.suffix_attention(prompt.prefix_ids, suffixes, rows=rows, heads=heads)
+    return HeadAttention(
+        heads=order,
+        query=captured[0].mean(dim=1),
+        null=captured[1].mean(dim=1),
+        sort=captured[2][:, -1] if sort else None,
     )
-    return HeadAttention(heads=order, query=query_rows.mean(dim=1), null=null_rows.mean(dim=1))
 
 
 def score_head_set(
@@ -147,6 +159,24 @@ def passage_scores(
         null_mass=null_mass,
         sink_tokens=int((~keep.bool()).sum()),
     )
+
+
+def calibrated_per_token(
+    attention: HeadAttention,
+    heads: HeadSet,
+    spans: list[tuple[int, int]],
+    *,
+    sink_factor: float | None = DEFAULT_SINK_FACTOR,
+) -> torch.Tensor:
+    """Per prefix token: query attention minus content-free attention, summed over ``heads``,
+    sinks set to NaN (they carry no evidence). What sentence pruning reads."""
+    rows = attention.rows(heads)
+    query = attention.query[rows].sum(dim=0)
+    null = attention.null[rows].sum(dim=0)
+    keep = _non_sink_mask(null, spans, sink_factor)
+    calibrated = (query - null).double()
+    calibrated[keep == 0] = float("nan")
+    return calibrated
 
 
 def _non_sink_mask(
