@@ -53,8 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     hotpot.add_argument("--dump", type=Path, default=None, help="write one JSONL record per question (all scores and signals)")
     hotpot.add_argument("--fusion", default=None, help="fusion profile JSON for the default row (default: the bundled one)")
     hotpot.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    hotpot.add_argument("--sort-rounds", type=int, default=None,
+                        help="attention-sort rounds (default: the fusion profile's, at least 1 so the row exists)")
     hotpot.add_argument("--no-head-rows", action="store_true", help="skip the all-heads capture and its head rows")
     hotpot.add_argument("--no-peers", action="store_true", help="skip LongLLMLingua")
+    hotpot.add_argument("--no-report", action="store_true", help="only write --dump (report later with eval report)")
     hotpot.add_argument("--no-sentences", action="store_true", help="skip the sentence-level answer survival row")
     hotpot.set_defaults(run=_run_eval_hotpotqa)
     merge = suites.add_parser("report", help="rebuild a HotpotQA report from --dump files (merges runs over parts of a range)")
@@ -145,7 +148,8 @@ def _run_eval_hotpotqa(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, device=args.device)
     fusion = choose_fusion(loaded, args.fusion)
     # Every signal is computed so each gets its row, whatever the fusion profile weights.
-    focuser = Focuser(loaded, fusion=fusion, distraction=True, sort_rounds=max(1, fusion.sort_rounds))
+    rounds = args.sort_rounds if args.sort_rounds is not None else max(1, fusion.sort_rounds)
+    focuser = Focuser(loaded, fusion=fusion, distraction=True, sort_rounds=rounds)
     if args.profile:
         profiles = [_profile(name) for name in args.profile]
     else:
@@ -153,8 +157,11 @@ def _run_eval_hotpotqa(args: argparse.Namespace) -> int:
     report = evaluate_hotpotqa(
         focuser, start=args.start, limit=args.limit, profiles=profiles, top_ks=args.top_k,
         progress=not args.no_progress, timing=args.timing, dump=args.dump, head_rows_on=not args.no_head_rows,
-        peers=not args.no_peers, sentences=not args.no_sentences,
+        peers=not args.no_peers, sentences=not args.no_sentences, report=not args.no_report,
     )
+    if report is None:
+        print(f"wrote {args.dump}; report: ragfocus eval report {args.dump}")
+        return 0
     render_eval(_console(), report)
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")

@@ -34,6 +34,7 @@ from ragfocus.scoring.retrieval_heads import (
     calibrated_per_token,
     capture_head_attention,
     check_aggregate,
+    learned_head_scores,
     score_head_set,
 )
 from ragfocus.selection import SelectionConfig, select
@@ -44,7 +45,8 @@ from ragfocus.types import FocusResult, Granularity, Order, Passage, ScoredPassa
 logger = logging.getLogger(__name__)
 
 SIGNAL_NAMES = ("retrieval_heads", "query_attention", "null_attention", "bm25")
-"""Signals every scored passage carries; ``attention_sort`` (with ``sort_rounds`` > 0),
+"""Signals every scored passage carries; ``learned_heads`` (when the fusion profile has head
+weights), ``attention_sort`` (with ``sort_rounds`` > 0),
 ``distraction`` and ``abstain_logprob`` (with ``distraction=True``) and ``retriever`` (when the
 caller gave a score) are added."""
 
@@ -74,7 +76,7 @@ class Focuser:
         distraction: compute the distracting effect of each passage (one more batched pass
             over the passages, each alone; default: when the fusion profile weights it).
         positional: remove the model's positional attention bias (the fusion profile's
-            calibration) before fusing.
+            ``position_bias``) before fusing; default: what tuning chose for the profile.
 
     One ``Focuser`` is safe to share between threads; calls on it are serialized.
     """
@@ -91,7 +93,7 @@ class Focuser:
         fusion: FusionArgument = None,
         sort_rounds: int | None = None,
         distraction: bool | None = None,
-        positional: bool = True,
+        positional: bool | None = None,
     ) -> None:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
         self.engine = AttentionEngine(self.loaded.model)
@@ -113,10 +115,12 @@ class Focuser:
             raise ValueError("the fusion profile weights attention_sort: sort_rounds must be at least 1 (or use fusion='heads')")
         self._sort_heads: HeadSet = self.fusion.sort_head_set if self.fusion.sort_heads else self.heads
         self.engine.validate_heads(self._sort_heads)
+        if self.fusion.head_weights:
+            self.engine.validate_heads(self.fusion.weighted_head_set)
         self.distraction = self.fusion.uses("distraction") if distraction is None else bool(distraction)
         if self.fusion.uses("distraction") and not self.distraction:
             raise ValueError("the fusion profile weights distraction: distraction=False needs fusion='heads' or another profile")
-        self.positional = bool(positional)
+        self.positional = self.fusion.calibrate_positions if positional is None else bool(positional)
         self._count = token_counter(tokenizer if tokenizer is not None else self.loaded.tokenizer)
         self._lock = threading.RLock()
 
@@ -124,6 +128,8 @@ class Focuser:
     def signal_names(self) -> tuple[str, ...]:
         """The signals every non-empty passage gets from this Focuser (``retriever`` aside)."""
         names = list(SIGNAL_NAMES)
+        if self.fusion.head_weights:
+            names.append("learned_heads")
         if self.sort_rounds > 0:
             names.append("attention_sort")
         if self.distraction:
@@ -237,12 +243,18 @@ class Focuser:
         """Every signal of every passage (prompt order), raw: fusion z-scores them."""
         sorting = self.sort_rounds > 0
         read = merge_heads(self.heads, self._sort_heads) if sorting else self.heads
+        if self.fusion.head_weights:
+            read = merge_heads(read, self.fusion.weighted_head_set)
         attention = capture_head_attention(self.engine, prompt, read, sort=sorting)
         heads = score_head_set(attention, self.heads, prompt.passage_spans, sink_factor=self.sink_factor, aggregate=self.aggregate)
         table = [
             {"retrieval_heads": heads.calibrated[i], "query_attention": heads.query_mass[i], "null_attention": heads.null_mass[i]}
             for i in range(len(texts))
         ]
+        if self.fusion.head_weights:
+            learned = learned_head_scores(attention, self.fusion.head_weights, prompt.passage_spans, sink_factor=self.sink_factor)
+            for i, value in enumerate(learned):
+                table[i]["learned_heads"] = value
         if sorting:
             assert attention.sort is not None
             first = passage_attention(attention.sort[attention.rows(self._sort_heads)], prompt.passage_spans)

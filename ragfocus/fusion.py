@@ -13,6 +13,9 @@ A fusion profile (``ragfocus-fusion/1``) holds, for one model:
   the context regardless of content; ``order="calibrated"`` puts the best passages in the
   strongest slots (AttnRank, "Attention Basin": reorder to the positions a model attends).
 - ``sort_heads`` and ``sort_rounds``: the heads attention sorting reads, and its rounds.
+- ``head_weights``: (layer, head, weight) triples; the ``learned_heads`` signal of a passage is
+  the weighted sum of each head's calibrated score z-scored over the query's passages (an
+  L1-sparse logistic regression fitted on development questions: ``research/fit_head_weights.py``).
 
 Profiles for bundled models ship in ``ragfocus/profiles/*.fusion.json`` (tuned on HotpotQA
 dev questions 0-2999 only, with ``research/tune_fusion.py``); a model without one ranks by
@@ -39,8 +42,10 @@ from ragfocus.scoring.heads import head_set
 logger = logging.getLogger(__name__)
 
 FUSION_FORMAT = "ragfocus-fusion/1"
-FUSED_SIGNALS = ("retrieval_heads", "attention_sort", "distraction", "bm25", "retriever")
+FUSED_SIGNALS = ("retrieval_heads", "learned_heads", "attention_sort", "distraction", "bm25", "retriever")
 """Signals a fusion profile may weight."""
+
+DISTRACTION_SIGNALS = ("distraction", "abstain_logprob")
 
 DEFAULT_FUSIONS = {"smollm2-135m-instruct": "smollm2-135m-instruct.fusion.json"}
 
@@ -56,8 +61,18 @@ class FusionProfile:
     weights: dict[str, float]
     sort_heads: list[tuple[int, int]] = field(default_factory=list)
     sort_rounds: int = 0
+    head_weights: list[tuple[int, int, float]] = field(default_factory=list)
+    distraction_penalty: float = 0.0
+    """Distracting and not relevant goes first: a passage whose relevance without distraction
+    is below the query's mean (z < 0) and whose distraction z-score is positive loses
+    ``distraction_penalty`` x that z-score (Amiraz et al. 2025: such passages hurt answers)."""
+    calibrate_positions: bool = True
+    """Whether the Focuser removes ``position_bias`` by default (the tuning's choice)."""
     position_bias: dict[str, list[float]] = field(default_factory=dict)
     slot_strength: list[float] = field(default_factory=list)
+    distraction_signal: str = "distraction"
+    """What the ``distraction`` weight reads: ``"distraction"`` (DE = 1 - P(abstain)) or
+    ``"abstain_logprob"`` (-log P(abstain), the same order without DE's saturation near 1)."""
     data: dict[str, Any] = field(default_factory=dict)
     """What the weights were tuned on (data set and range) and what they scored there."""
     created: str = ""
@@ -72,6 +87,12 @@ class FusionProfile:
                 raise ValueError(f"fusion weight of {name!r} must be a finite number, got {weight!r}")
         if not any(self.weights.values()):
             raise ValueError("a fusion profile needs at least one non-zero weight")
+        if not math.isfinite(self.distraction_penalty) or self.distraction_penalty < 0:
+            raise ValueError(f"distraction_penalty must be a finite number >= 0, got {self.distraction_penalty!r}")
+        if self.distraction_signal not in DISTRACTION_SIGNALS:
+            raise ValueError(f"distraction_signal must be one of {DISTRACTION_SIGNALS}, got {self.distraction_signal!r}")
+        if self.uses("learned_heads") and not self.head_weights:
+            raise ValueError("the fusion profile weights learned_heads but has no head_weights")
         for name, bins in self.position_bias.items():
             if len(bins) < 2:
                 raise ValueError(f"position_bias[{name!r}] needs at least 2 bins, got {len(bins)}")
@@ -79,6 +100,10 @@ class FusionProfile:
     @property
     def sort_head_set(self) -> HeadSet:
         return head_set(self.sort_heads)
+
+    @property
+    def weighted_head_set(self) -> HeadSet:
+        return head_set([(layer, head) for layer, head, _ in self.head_weights])
 
     def uses(self, signal: str) -> bool:
         return bool(self.weights.get(signal))
@@ -90,6 +115,7 @@ class FusionProfile:
     def to_dict(self) -> dict[str, Any]:
         payload = {"format": FUSION_FORMAT, **asdict(self)}
         payload["sort_heads"] = [list(pair) for pair in self.sort_heads]
+        payload["head_weights"] = [list(triple) for triple in self.head_weights]
         return payload
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -108,8 +134,12 @@ class FusionProfile:
             weights={str(k): float(v) for k, v in payload["weights"].items()},
             sort_heads=[(int(layer), int(head)) for layer, head in payload.get("sort_heads", [])],
             sort_rounds=int(payload.get("sort_rounds", 0)),
+            head_weights=[(int(layer), int(head), float(weight)) for layer, head, weight in payload.get("head_weights", [])],
+            distraction_penalty=float(payload.get("distraction_penalty", 0.0)),
+            calibrate_positions=bool(payload.get("calibrate_positions", True)),
             position_bias={str(k): [float(x) for x in v] for k, v in payload.get("position_bias", {}).items()},
             slot_strength=[float(x) for x in payload.get("slot_strength", [])],
+            distraction_signal=str(payload.get("distraction_signal", "distraction")),
             data=dict(payload.get("data", {})),
             created=str(payload.get("created", "")),
             notes=str(payload.get("notes", "")),
@@ -199,24 +229,39 @@ def fuse(
     """One relevance per passage from ``table`` (per passage in prompt order: signal -> value).
 
     Each weighted signal present for every passage is z-scored over the passages, its
-    positional bias removed (``positional=True``), weighted and summed.
+    positional bias removed (``positional=True``), weighted and summed; then passages that are
+    distracting (distraction z > 0) and not relevant (the sum without distraction < 0) lose
+    ``distraction_penalty`` x their distraction z-score.
     """
     count = len(table)
     fused = [0.0] * count
+    distraction: list[float] | None = None
     for name, weight in profile.weights.items():
-        if not weight:
-            continue
-        values = [row.get(name, math.nan) for row in table]
+        values = [_fused_value(row, name, profile) for row in table]
         if any(value is None or not math.isfinite(value) for value in values):
             continue
         standard = zscores(values)
         bias = profile.position_bias.get(name) if positional else None
+        if bias and count > 1:
+            standard = [value - interpolate(bias, position, count) for position, value in enumerate(standard)]
+        if name == "distraction":
+            distraction = standard
+            continue
         for position in range(count):
-            value = standard[position]
-            if bias and count > 1:
-                value -= interpolate(bias, position, count)
-            fused[position] += weight * value
+            fused[position] += weight * standard[position]
+    if distraction is not None:
+        weight = profile.weights.get("distraction", 0.0)
+        for position in range(count):
+            value = distraction[position]
+            penalty = profile.distraction_penalty * value if fused[position] < 0 and value > 0 else 0.0
+            fused[position] += weight * value - penalty
     return fused
+
+
+def _fused_value(row: Mapping[str, float], name: str, profile: FusionProfile) -> float:
+    if name == "distraction" and profile.distraction_signal == "abstain_logprob":
+        return -row.get("abstain_logprob", math.nan)
+    return row.get(name, math.nan)
 
 
 def slot_order(strength: Sequence[float], count: int) -> list[int]:

@@ -79,6 +79,8 @@ class QuestionRecord:
     sentence_context: str | None
     """The default's context at ``REPORT_RATIO`` with ``granularity="sentence"``."""
     seconds: dict[str, float]
+    labels: dict[str, str] = field(default_factory=dict)
+    """model, default_heads, fusion: what produced the record (for reports rebuilt from dumps)."""
 
 
 @dataclass
@@ -166,8 +168,13 @@ def evaluate_hotpotqa(
     sentences: bool = True,
     timing: bool = False,
     dump: Path | None = None,
-) -> EvalReport:
-    """Measure every method on questions ``start`` .. ``start + limit - 1``."""
+    report: bool = True,
+) -> EvalReport | None:
+    """Measure every method on questions ``start`` .. ``start + limit - 1``; with
+    ``report=False`` only the ``dump`` is written (build the report later with
+    ``report_from_records``) and ``None`` is returned."""
+    if not report and dump is None:
+        raise ValueError("report=False needs dump=: the records would be lost")
     from tqdm.auto import tqdm
 
     questions = hotpotqa(start, limit)
@@ -188,12 +195,14 @@ def evaluate_hotpotqa(
     finally:
         if handle:
             handle.close()
-    report = report_from_records(records, focuser=focuser, start=start, limit=limit, head_counts=_head_counts(rows))
+    if not report:
+        return None
+    result = report_from_records(records, focuser=focuser, start=start, limit=limit, head_counts=_head_counts(rows))
     if timing:
-        report.forward_seconds_per_query = statistics.median(timed["forward"])
-        report.ragfocus_seconds_per_query = statistics.median(timed["ragfocus"])
-        report.ragfocus_over_forward = statistics.median(timed["ratio"])
-    return report
+        result.forward_seconds_per_query = statistics.median(timed["forward"])
+        result.ragfocus_seconds_per_query = statistics.median(timed["ragfocus"])
+        result.ragfocus_over_forward = statistics.median(timed["ratio"])
+    return result
 
 
 def _rankers(focuser: Focuser, *, baselines: bool, peers: bool) -> dict[str, Callable[[HotpotQuestion], list[float]]]:
@@ -261,6 +270,7 @@ def record_question(
         signals=signals,
         sentence_context=sentence_context,
         seconds=seconds,
+        labels={"model": focuser.loaded.name, "default_heads": focuser.heads_source, "fusion": _fusion_label(focuser)},
     )
 
 
@@ -327,12 +337,13 @@ def report_from_records(
         )
     captures = [r.seconds["head capture"] for r in records if "head capture" in r.seconds]
     indices = [r.index for r in records]
+    labels = records[0].labels
     return EvalReport(
         start=start if start is not None else min(indices),
         limit=limit if limit is not None else len(records),
-        model=focuser.loaded.name if focuser else model,
-        default_heads=focuser.heads_source if focuser else default_heads,
-        fusion=_fusion_label(focuser) if focuser else fusion,
+        model=focuser.loaded.name if focuser else (model or labels.get("model", "")),
+        default_heads=focuser.heads_source if focuser else (default_heads or labels.get("default_heads", "")),
+        fusion=_fusion_label(focuser) if focuser else (fusion or labels.get("fusion", "")),
         methods=results,
         mean_prompt_tokens=_mean([float(r.prompt_tokens) for r in records]),
         answer_questions=len(with_answer),

@@ -15,6 +15,7 @@ sinks masked), because the sum also rewards length.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +23,7 @@ import torch
 
 from ragfocus.engine import AttentionEngine, HeadSet
 from ragfocus.prompt import TokenizedPrompt
+from ragfocus.scoring.heads import head_set
 
 Aggregate = Literal["mean", "sum"]
 AGGREGATES: tuple[str, ...] = ("mean", "sum")
@@ -159,6 +161,50 @@ def passage_scores(
         null_mass=null_mass,
         sink_tokens=int((~keep.bool()).sum()),
     )
+
+
+def per_head_calibrated(
+    attention: HeadAttention,
+    heads: HeadSet,
+    spans: list[tuple[int, int]],
+    *,
+    sink_factor: float | None = DEFAULT_SINK_FACTOR,
+) -> tuple[tuple[tuple[int, int], ...], torch.Tensor]:
+    """Each head's own calibrated passage scores (mean per unmasked token of query minus
+    content-free attention): ``(heads in row order, tensor (heads, passages))``. One sink mask,
+    from the content-free attention summed over ``heads``, serves every head. What learned
+    head weights read."""
+    rows = attention.rows(heads)
+    query = attention.query[rows].double()
+    null = attention.null[rows].double()
+    keep = _non_sink_mask(null.sum(dim=0), spans, sink_factor).double()
+    calibrated = (query - null) * keep
+    cumulative = torch.cat([calibrated.new_zeros(len(rows), 1), calibrated.cumsum(dim=1)], dim=1)
+    kept = torch.cat([keep.new_zeros(1), keep.cumsum(dim=0)])
+    starts = torch.tensor([start for start, _ in spans], dtype=torch.long, device=calibrated.device)
+    ends = torch.tensor([end for _, end in spans], dtype=torch.long, device=calibrated.device)
+    sums = cumulative[:, ends] - cumulative[:, starts]
+    counts = (kept[ends] - kept[starts]).clamp(min=1.0)
+    return tuple(attention.heads[row] for row in rows), (sums / counts).cpu()
+
+
+def learned_head_scores(
+    attention: HeadAttention,
+    weights: Sequence[tuple[int, int, float]],
+    spans: list[tuple[int, int]],
+    *,
+    sink_factor: float | None = DEFAULT_SINK_FACTOR,
+) -> list[float]:
+    """Per passage: sum over ``weights`` (layer, head, weight) of the weight times that head's
+    calibrated score z-scored over the passages (zero for a head whose scores do not vary)."""
+    heads = head_set([(layer, head) for layer, head, _ in weights])
+    order, scores = per_head_calibrated(attention, heads, spans, sink_factor=sink_factor)
+    by_head = {(layer, head): weight for layer, head, weight in weights}
+    weight = torch.tensor([by_head[pair] for pair in order], dtype=torch.float64)
+    mean = scores.mean(dim=1, keepdim=True)
+    spread = scores.std(dim=1, unbiased=False, keepdim=True)
+    standard = torch.where(spread > 1e-12, (scores - mean) / spread.clamp(min=1e-12), torch.zeros_like(scores))
+    return [float(value) for value in weight @ standard]
 
 
 def calibrated_per_token(
