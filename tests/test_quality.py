@@ -34,25 +34,36 @@ def test_calibration_is_what_makes_many_heads_rank(default_model) -> None:
     assert recall >= recall_chance + 0.2
 
 
-def test_ranking_costs_no_more_than_one_and_a_half_plain_forward_passes(default_focuser: Focuser) -> None:
+def test_ranking_cost_against_a_plain_forward_pass(default_model, default_focuser: Focuser) -> None:
+    """Without the distraction pass, ranking costs no more than 1.5 plain forward passes of
+    the same prompt; the full default (one more batched pass over every passage alone) stays
+    under 4 (measured 2.6-3.5 on the 2-core CPU, docs/benchmarks.md)."""
     import time
 
-    ratios = []
-    for question in QUESTIONS[:5]:
-        began = time.perf_counter()
-        default_focuser.rank(question.question, question.paragraphs)
-        ours = time.perf_counter() - began
-        _, forward = _plain_forward_seconds(default_focuser, question)
-        ratios.append(ours / forward)
-    assert statistics.median(ratios) <= 1.5, ratios
+    lean = Focuser(default_model, distraction=False)
+    assert "distraction" not in lean.signal_names
+    lean_ratios, full_ratios = [], []
+    for question in QUESTIONS[:3]:
+        forward = _plain_forward_seconds(default_focuser, question)
+        for focuser, ratios in ((lean, lean_ratios), (default_focuser, full_ratios)):
+            began = time.perf_counter()
+            focuser.rank(question.question, question.paragraphs)
+            ratios.append((time.perf_counter() - began) / forward)
+    assert statistics.median(lean_ratios) <= 1.5, lean_ratios
+    assert statistics.median(full_ratios) <= 4.0, full_ratios
 
 
-def test_bundled_heads_rank_better_than_all_heads(default_focuser: Focuser) -> None:
-    """The claim behind head profiles, on development questions the heads were not detected
-    on (the bundled profile used dev 0-299): one capture of every head per question, scored
-    once with the bundled heads and once with all 270."""
+def test_fused_default_beats_bm25_and_minilm_and_bundled_heads_beat_all_heads(default_focuser: Focuser) -> None:
+    """On 12 development questions no stage was fitted or tuned on (2600-2611: head weights
+    used 0-2499, fusion weights 1000-1499, sort heads 2000-2049, head profiles 0-299), in one
+    run: the fused default ranks the gold paragraphs above BM25 and all-MiniLM-L6-v2 (the
+    validation split's margin is in docs/benchmarks.md), and the bundled qr heads beat all
+    270 heads (one capture of every head per question, scored with each head set)."""
     from ragfocus.evaluation.hotpotqa_eval import evaluate_hotpotqa
 
-    report = evaluate_hotpotqa(default_focuser, start=2000, limit=16, progress=False, baselines=False)
+    report = evaluate_hotpotqa(default_focuser, start=2600, limit=12, progress=False, peers=False, sentences=False)
     recall = {method.method: method.recall_at_2 for method in report.methods}
-    assert recall["ragfocus default"] >= recall["all heads"] + 0.05, recall
+    assert recall["ragfocus default"] >= max(recall["BM25"], recall["all-MiniLM-L6-v2"]) + 0.03, recall
+    assert recall["retrieval heads"] >= recall["all heads"] + 0.05, recall
+    kept = {method.method: method.both_kept["0.4"] for method in report.methods}
+    assert kept["ragfocus default"] >= kept["BM25"], kept

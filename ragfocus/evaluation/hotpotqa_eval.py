@@ -28,7 +28,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ SENTENCE_ROW = "ragfocus default, sentences"
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 REPORT_RATIO = 0.4
 SIGNAL_ROWS = {
+    "learned heads": ("learned_heads", 1.0),
     "retrieval heads": ("retrieval_heads", 1.0),
     "attention sort": ("attention_sort", 1.0),
     "distraction": ("abstain_logprob", -1.0),
@@ -237,9 +238,7 @@ def record_question(
     by_index = sorted(ranked, key=lambda passage: passage.index)
     signals = [dict(passage.signals) for passage in by_index]
     scores[DEFAULT_ROW] = [passage.score for passage in by_index]
-    for name, (signal, direction) in SIGNAL_ROWS.items():
-        if all(signal in row for row in signals):
-            scores[name] = [direction * row[signal] for row in signals]
+    scores.update(signal_rows(signals))
     if rows:
         began = time.perf_counter()
         attention = capture_head_attention(focuser.engine, prompt, all_heads(focuser.loaded.num_layers, focuser.loaded.num_heads))
@@ -274,6 +273,15 @@ def record_question(
     )
 
 
+def signal_rows(signals: Sequence[dict[str, float]]) -> dict[str, list[float]]:
+    """Each of the Focuser's signals ranked alone (``SIGNAL_ROWS``), where every passage has it."""
+    return {
+        name: [direction * row[signal] for row in signals]
+        for name, (signal, direction) in SIGNAL_ROWS.items()
+        if all(signal in row for row in signals)
+    }
+
+
 def report_from_records(
     records: Sequence[QuestionRecord],
     *,
@@ -296,6 +304,7 @@ def report_from_records(
         raise ValueError("a tokenizer (or focuser) is needed to count budgets")
     count = lru_cache(maxsize=4096)(token_counter(tokenizer))
     questions = {q.index: q for q in _questions_for(records, load)}
+    records = [replace(r, scores={**r.scores, **{k: v for k, v in signal_rows(r.signals).items() if k not in r.scores}}) for r in records]
     methods = list(dict.fromkeys(name for record in records for name in record.scores))
     results = []
     with_answer = [record for record in records if record.answer.strip().lower() not in ("yes", "no")]
