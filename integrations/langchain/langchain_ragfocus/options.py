@@ -57,13 +57,15 @@ class FocusOptions(FocuserField):
     """Keep at most this many documents."""
 
     threshold: float | None = Field(default=None, strict=True, allow_inf_nan=False)
-    """Keep only documents whose score is at least this. The score is calibrated attention:
-    ``0`` means as much attention as a content-free query (``N/A``) gives."""
+    """Keep only documents whose score is at least this. With the default fusion the score is
+    in z units over the query's documents: ``0`` is the query's average document; with
+    ``fusion="heads"`` it is calibrated attention: ``0`` means as much attention as a
+    content-free query (``N/A``) gives."""
 
     order: Order = "relevance"
     """Order of the kept documents: ``"relevance"`` (best first), ``"original"`` (input
-    order), ``"attention"`` (best last, nearest the question) or ``"edges"`` (best at both
-    ends, weakest in the middle)."""
+    order), ``"attention"`` (best last, nearest the question), ``"edges"`` (best at both
+    ends, weakest in the middle) or ``"calibrated"`` (best in the slots the scorer attends most)."""
 
     tokenizer: Any = None
     """The generator's tokenizer, which counts ``budget`` and ``ratio``: a Hugging Face
