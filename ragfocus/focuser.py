@@ -328,9 +328,10 @@ def focus(
     order: Order = "relevance",
     tokenizer: Any = None,
     separator: str = "\n\n",
+    granularity: Granularity = "passage",
 ) -> FocusResult:
     """``Focuser.focus`` on a shared default ``Focuser``."""
     return default_focuser().focus(
         query, passages, budget=budget, ratio=ratio, top_k=top_k, threshold=threshold,
-        order=order, tokenizer=tokenizer, separator=separator,
+        order=order, tokenizer=tokenizer, separator=separator, granularity=granularity,
     )

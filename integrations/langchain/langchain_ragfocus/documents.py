@@ -38,23 +38,30 @@ def checked_documents(documents: Sequence[Document], *, caller: str) -> list[Doc
 def ragfocus_metadata(scored: ScoredPassage) -> dict[str, Any]:
     """What ragfocus says about one document.
 
-    ``score`` is the calibrated retrieval-head attention (``-inf`` for an empty document),
-    ``rank`` its place in the ranking (0 = most relevant), ``index`` its position in the
-    input list, ``signals`` every signal behind the score (NaN for an empty document).
+    ``score`` is the fused relevance (z units over the query's documents; calibrated
+    attention with ``fusion="heads"``; ``-inf`` for an empty document), ``rank`` its place in
+    the ranking (0 = most relevant), ``index`` its position in the input list, ``signals``
+    every signal behind the score (NaN for an empty document), ``pruned`` whether sentences
+    were dropped from it (``granularity="sentence"``).
     """
     return {
         "score": float(scored.score),
         "rank": scored.rank,
         "index": scored.index,
         "signals": {name: float(value) for name, value in scored.signals.items()},
+        "pruned": scored.text != scored.passage.text,
     }
 
 
 def annotated(document: Document, scored: ScoredPassage) -> Document:
-    """A copy of ``document`` (same class, id and content) whose metadata also holds
-    ``metadata["ragfocus"]``; an earlier ``"ragfocus"`` entry is replaced."""
+    """A copy of ``document`` (same class and id; content pruned only with sentence
+    granularity) whose metadata also holds ``metadata["ragfocus"]``; an earlier
+    ``"ragfocus"`` entry is replaced."""
     metadata = dict(scored.metadata)  # ragfocus deep-copied the input's metadata already
     if METADATA_KEY in metadata:
         logger.debug("replacing metadata[%r] of document %s", METADATA_KEY, document.id)
     metadata[METADATA_KEY] = ragfocus_metadata(scored)
-    return document.model_copy(update={"metadata": metadata})
+    update: dict[str, Any] = {"metadata": metadata}
+    if scored.text != scored.passage.text:
+        update["page_content"] = scored.text
+    return document.model_copy(update=update)

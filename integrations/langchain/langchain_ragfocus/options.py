@@ -19,11 +19,11 @@ from ragfocus import Focuser, FocusResult
 from ragfocus.focuser import default_focuser
 from ragfocus.selection import SelectionConfig
 from ragfocus.tokens import TokenCounter, token_counter
-from ragfocus.types import Order
+from ragfocus.types import Granularity, Order
 
 logger = logging.getLogger(__name__)
 
-SELECTION_OPTIONS = ("budget", "ratio", "top_k", "threshold", "order", "separator")
+SELECTION_OPTIONS = ("budget", "ratio", "top_k", "threshold", "order", "separator", "granularity")
 """The ``focus`` options a call may override (``retriever.invoke(query, budget=200)``)."""
 
 
@@ -66,6 +66,11 @@ class FocusOptions(FocuserField):
     """Order of the kept documents: ``"relevance"`` (best first), ``"original"`` (input
     order), ``"attention"`` (best last, nearest the question), ``"edges"`` (best at both
     ends, weakest in the middle) or ``"calibrated"`` (best in the slots the scorer attends most)."""
+
+    granularity: Granularity = "passage"
+    """``"passage"`` keeps or drops whole documents; ``"sentence"`` also drops, inside kept
+    documents, the sentences that receive least attention until the budget holds (a pruned
+    document's ``page_content`` is what is left of it; ``metadata["ragfocus"]["pruned"]``)."""
 
     tokenizer: Any = None
     """The generator's tokenizer, which counts ``budget`` and ``ratio``: a Hugging Face

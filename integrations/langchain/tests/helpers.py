@@ -14,6 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 from ragfocus import Focuser, ScoredPassage
+from ragfocus.fusion import HEADS_ONLY
 from ragfocus.passages import PassageLike, as_passages
 
 _WORD = re.compile(r"\w+")
@@ -79,7 +80,13 @@ class WordOverlapFocuser(Focuser):
     def __init__(self) -> None:  # no model: nothing of Focuser.__init__ is needed by focus()
         self._count = lambda text: len(text.split())
         self._lock = threading.RLock()
+        self.fusion = HEADS_ONLY  # no slot strengths: order="calibrated" falls back to edges
         self.calls = 0
+
+    def _rank(self, query: str, items: Sequence[PassageLike], *, sentences: bool) -> tuple[list[ScoredPassage], dict]:
+        if sentences:
+            raise NotImplementedError("the word-overlap fake scores no sentences")
+        return self.rank(query, items), {}
 
     def rank(self, query: str, passages: Sequence[PassageLike]) -> list[ScoredPassage]:
         if not isinstance(query, str) or not query.strip():

@@ -62,7 +62,7 @@ def check_output(output: dict[str, Any], base: WordOverlapRetriever, count_token
         assert document.page_content == original.page_content
         assert {key: value for key, value in document.metadata.items() if key != "ragfocus"} == original.metadata
         verdict = document.metadata["ragfocus"]
-        assert set(verdict) == {"score", "rank", "index", "signals"}
+        assert set(verdict) == {"score", "rank", "index", "signals", "pruned"} and verdict["pruned"] is False
         assert set(verdict["signals"]) == set(SIGNAL_NAMES)
         assert all(math.isfinite(value) for value in verdict["signals"].values())
         assert verdict["score"] == verdict["signals"]["retrieval_heads"]

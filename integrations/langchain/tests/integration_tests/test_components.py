@@ -79,6 +79,25 @@ def test_ratio_top_k_and_threshold(
     assert ids(above) == [identifier for identifier in ranking if identifier in ids(above)]
 
 
+def test_sentence_granularity_prunes_inside_documents(
+    focuser: Focuser, documents: list[Document], count_tokens: Callable[[str], int]
+) -> None:
+    long_documents = [
+        document.model_copy(update={"page_content": document.page_content + " It is often photographed. Many people visit it every year."})
+        for document in documents
+    ]
+    budget = count_tokens(long_documents[0].page_content) + 10
+    kept = RagFocusCompressor(budget=budget, granularity="sentence", focuser=focuser).compress_documents(long_documents, QUERY)
+    assert kept and count_tokens("\n\n".join(document.page_content for document in kept)) <= budget
+    pruned = [document for document in kept if document.metadata["ragfocus"]["pruned"]]
+    assert pruned
+    originals = {document.id: document for document in long_documents}
+    for document in pruned:
+        assert len(document.page_content) < len(originals[document.id].page_content)
+        assert document.metadata["source"] == originals[document.id].metadata["source"]
+    assert all("ragfocus" not in document.metadata for document in long_documents)  # inputs untouched
+
+
 def test_a_generator_tokenizer_and_separator_set_the_budget(focuser: Focuser, documents: list[Document]) -> None:
     words = lambda text: len(text.split())
     compressor = RagFocusCompressor(budget=30, tokenizer=words, separator=" | ", order="original", focuser=focuser)

@@ -37,7 +37,7 @@ def test_compressed_documents_are_copies_with_ragfocus_metadata(fake_focuser: Wo
         assert document.page_content == original.page_content
         assert {key: value for key, value in document.metadata.items() if key != "ragfocus"} == original.metadata
         assert document.metadata["tags"] is not original.metadata["tags"]
-        assert set(document.metadata["ragfocus"]) == {"score", "rank", "index", "signals"}
+        assert set(document.metadata["ragfocus"]) == {"score", "rank", "index", "signals", "pruned"}
         assert documents[document.metadata["ragfocus"]["index"]] is original
     assert [document.metadata["ragfocus"]["rank"] for document in kept] == [0, 1, 2]
     assert kept[0].metadata["ragfocus"]["signals"] == {"overlap": kept[0].metadata["ragfocus"]["score"]}

@@ -162,6 +162,7 @@ def test_per_call_options_replace_the_fields(
         "threshold": None,
         "order": "edges",
         "separator": "\n\n",
+        "granularity": "passage",
     }
     assert retriever.selection_options({"ratio": 0.2})["budget"] is None
     with pytest.raises(TypeError, match="unknown focus options"):
