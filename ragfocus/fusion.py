@@ -231,9 +231,16 @@ def fuse(
     Each weighted signal present for every passage is z-scored over the passages, its
     positional bias removed (``positional=True``), weighted and summed; then passages that are
     distracting (distraction z > 0) and not relevant (the sum without distraction < 0) lose
-    ``distraction_penalty`` x their distraction z-score.
+    ``distraction_penalty`` x their distraction z-score. A profile weighting a single signal
+    (``HEADS_ONLY``) passes it through on its own scale: with ``fusion="heads"`` a score of 0
+    means as much attention as the content-free query gives.
     """
     count = len(table)
+    active = [name for name, weight in profile.weights.items() if weight]
+    if len(active) == 1 and active[0] != "distraction" and not (positional and profile.position_bias.get(active[0])):
+        values = [_fused_value(row, active[0], profile) for row in table]
+        if all(value is not None and math.isfinite(value) for value in values):  # one signal: its own scale
+            return [profile.weights[active[0]] * value for value in values]
     fused = [0.0] * count
     distraction: list[float] | None = None
     for name, weight in profile.weights.items():

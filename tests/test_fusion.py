@@ -49,11 +49,17 @@ def test_fuse_does_not_depend_on_the_scale_of_a_signal() -> None:
 
 
 def test_positional_bias_is_removed_only_when_asked() -> None:
-    profile = replace(PLAIN, weights={"retrieval_heads": 1.0}, position_bias={"retrieval_heads": [1.0, 0.0, -1.0]})
-    table = [{"retrieval_heads": v} for v in (0.3, 0.2, 0.1)]
+    # bm25 does not vary (z = 0), so the fused score is the heads' z-score minus its bias.
+    profile = replace(PLAIN, weights={"retrieval_heads": 1.0, "bm25": 1.0}, position_bias={"retrieval_heads": [1.0, 0.0, -1.0]})
+    table = [{"retrieval_heads": v, "bm25": 1.0} for v in (0.3, 0.2, 0.1)]
     raw = zscores([0.3, 0.2, 0.1])
     assert fuse(table, profile, positional=False) == pytest.approx(raw)
     assert fuse(table, profile, positional=True) == pytest.approx([raw[0] - 1.0, raw[1], raw[2] + 1.0])
+
+
+def test_a_single_signal_profile_keeps_the_signals_own_scale() -> None:
+    table = [{"retrieval_heads": v} for v in (0.03, -0.01, 0.0)]
+    assert fuse(table, HEADS_ONLY) == [0.03, -0.01, 0.0]  # calibrated attention: 0 = content-free
 
 
 def test_distraction_penalty_pushes_down_distracting_irrelevant_passages_only() -> None:
