@@ -13,7 +13,6 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 from ragfocus import Focuser
-from ragfocus.focuser import SIGNAL_NAMES
 
 from langchain_ragfocus import RagFocusCompressor, RagFocusRetriever
 from tests.helpers import QUERY, WordOverlapRetriever
@@ -52,7 +51,9 @@ def compressor_chain(base: BaseRetriever, focuser: Focuser) -> Runnable[Any, dic
     return with_prompt(retrieved | RunnableLambda(compress, afunc=acompress))
 
 
-def check_output(output: dict[str, Any], base: WordOverlapRetriever, count_tokens: Callable[[str], int]) -> None:
+def check_output(
+    output: dict[str, Any], base: WordOverlapRetriever, focuser: Focuser, count_tokens: Callable[[str], int]
+) -> None:
     documents = output["documents"]
     assert documents, "the budget fits at least the best passage"
     stored = {document.id: document for document in base.documents}
@@ -63,9 +64,12 @@ def check_output(output: dict[str, Any], base: WordOverlapRetriever, count_token
         assert {key: value for key, value in document.metadata.items() if key != "ragfocus"} == original.metadata
         verdict = document.metadata["ragfocus"]
         assert set(verdict) == {"score", "rank", "index", "signals", "pruned"} and verdict["pruned"] is False
-        assert set(verdict["signals"]) == set(SIGNAL_NAMES)
+        assert set(verdict["signals"]) == set(focuser.signal_names)
         assert all(math.isfinite(value) for value in verdict["signals"].values())
-        assert verdict["score"] == verdict["signals"]["retrieval_heads"]
+    # the scores are the Focuser's own fused scores for the same retrieved documents
+    ranked = {item.passage.id: item for item in focuser.rank(QUERY, base.invoke(QUERY))}
+    for document in documents:
+        assert document.metadata["ragfocus"]["score"] == pytest.approx(ranked[document.id].score, abs=1e-5)
     ranks = [document.metadata["ragfocus"]["rank"] for document in documents]
     scores = [document.metadata["ragfocus"]["score"] for document in documents]
     assert ranks == sorted(ranks) and scores == sorted(scores, reverse=True)
@@ -91,7 +95,7 @@ async def test_chain_runs_end_to_end_sync_and_async(
     asynchronous = await chain.ainvoke(QUERY)
 
     for output in (synchronous, asynchronous):
-        check_output(output, base_retriever, count_tokens)
+        check_output(output, base_retriever, focuser, count_tokens)
     assert synchronous["documents"] == asynchronous["documents"]
     assert synchronous["prompt"] == asynchronous["prompt"]
     assert base_retriever.documents == before  # the stored (input) documents are untouched
