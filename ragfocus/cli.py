@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ragfocus.evaluation.pooled_eval import add_pooled_parser
 from ragfocus.evaluation.squad_eval import add_squad_parser
 
 
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--plot", type=Path, default=None, help="write the budget curve (PNG) here")
     merge.set_defaults(run=_run_eval_report)
     add_squad_parser(suites)
+    add_pooled_parser(suites)
 
     heads = commands.add_parser("heads", help="retrieval-head profiles: detect, show, plot")
     head_commands = heads.add_subparsers(metavar="ACTION")

@@ -225,8 +225,13 @@ def fuse(
     profile: FusionProfile,
     *,
     positional: bool = True,
+    slots: Sequence[tuple[int, int]] | None = None,
 ) -> list[float]:
     """One relevance per passage from ``table`` (per passage in prompt order: signal -> value).
+
+    ``slots`` gives each row's (position, passages) in the prompt it was scored in, for the
+    positional correction when the rows come from several windows; by default the rows are one
+    prompt in order.
 
     Each weighted signal present for every passage is z-scored over the passages, its
     positional bias removed (``positional=True``), weighted and summed; then passages that are
@@ -249,8 +254,9 @@ def fuse(
             continue
         standard = zscores(values)
         bias = profile.position_bias.get(name) if positional else None
-        if bias and count > 1:
-            standard = [value - interpolate(bias, position, count) for position, value in enumerate(standard)]
+        if bias and (count > 1 or slots is not None):
+            where = slots if slots is not None else [(position, count) for position in range(count)]
+            standard = [value - interpolate(bias, *where[row]) for row, value in enumerate(standard)]
         if name == "distraction":
             distraction = standard
             continue

@@ -18,7 +18,10 @@ def as_passage(item: PassageLike, index: int) -> Passage:
         TypeError: naming the position and type of an item that is none of the accepted kinds.
     """
     if isinstance(item, Passage):
-        return Passage(text=item.text, id=item.id, metadata=_copied(item.metadata), score=item.score)
+        try:
+            return Passage(text=item.text, id=item.id, metadata=_copied(item.metadata), score=item.score)
+        except (TypeError, ValueError) as error:  # a Passage changed after construction
+            raise type(error)(f"passages[{index}]: {error}") from None
     if isinstance(item, str):
         return Passage(text=item)
     page_content = getattr(item, "page_content", None)

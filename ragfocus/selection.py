@@ -100,7 +100,8 @@ def select(
     slot_strength: Sequence[float] = (),
 ) -> Selection:
     """Apply ``config`` to ``ranked`` (best first). Empty or whitespace-only passages are
-    never kept: they carry nothing for the generator. ``sentences`` (passage index -> its
+    never kept: they carry nothing for the generator; of identical passages only the best
+    ranked copy can be kept. ``sentences`` (passage index -> its
     scored sentences) is needed for ``granularity="sentence"``; ``slot_strength`` for
     ``order="calibrated"``."""
     in_input_order = sorted(ranked, key=lambda passage: passage.index)
@@ -108,7 +109,7 @@ def select(
     budget = config.budget
     if config.ratio is not None:
         budget = math.floor(float(config.ratio) * tokens_in)
-    candidates = [passage for passage in ranked if passage.text.strip()]
+    candidates = _first_copies([passage for passage in ranked if passage.text.strip()])
     if config.threshold is not None:
         candidates = [passage for passage in candidates if passage.score >= config.threshold]
     if config.top_k is not None:
@@ -127,6 +128,18 @@ def select(
     kept_indices = {passage.index for passage in kept}
     dropped = [passage for passage in ranked if passage.index not in kept_indices]
     return Selection(ordered, dropped, context, tokens_in, tokens_out, budget)
+
+
+def _first_copies(ranked: list[ScoredPassage]) -> list[ScoredPassage]:
+    """The best-ranked copy of each text: a duplicate passage would only repeat itself in the
+    context, so its later copies are dropped."""
+    seen: set[str] = set()
+    first = []
+    for passage in ranked:
+        if passage.text not in seen:
+            seen.add(passage.text)
+            first.append(passage)
+    return first
 
 
 def _fill_budget(

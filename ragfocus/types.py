@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,6 +31,24 @@ class Passage:
             raise TypeError(f"Passage.text must be a str, got {type(self.text).__name__}")
         if not isinstance(self.metadata, Mapping):
             raise TypeError(f"Passage.metadata must be a mapping, got {type(self.metadata).__name__}")
+        if self.score is not None:
+            if isinstance(self.score, bool) or not isinstance(self.score, (int, float)):
+                raise TypeError(f"Passage.score must be a number or None, got {self.score!r}")
+            if not math.isfinite(self.score):
+                raise ValueError(f"Passage.score must be finite (NaN and infinity cannot be ranked), got {self.score}")
+
+
+@dataclass(frozen=True)
+class PassagePart:
+    """One part of a passage too long for the scorer's window: scored as a passage of its own
+    (see ``ragfocus.windows``)."""
+
+    start: int
+    end: int
+    """[start, end) characters of the passage text."""
+    score: float
+    """Fused relevance of the part; the passage's score is its best part's."""
+    signals: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,9 @@ class ScoredPassage:
     retriever score included). ``score`` is the fused relevance (per-query z units: 0 is an
     average passage of this query) and ``signals`` every signal behind it, raw. With sentence
     pruning, ``text`` of a kept passage is what is left of it; ``passage.text`` stays whole.
+    ``parts`` is empty unless the passage was too long for the scorer's window: then it lists
+    every part (covering the whole text) with its own score, and ``score`` and ``signals`` are
+    the best part's.
     """
 
     index: int
@@ -49,6 +71,7 @@ class ScoredPassage:
     score: float
     signals: Mapping[str, float]
     passage: Passage
+    parts: tuple[PassagePart, ...] = ()
 
     @property
     def id(self) -> str | None:

@@ -197,10 +197,29 @@ def learned_head_scores(
 ) -> list[float]:
     """Per passage: sum over ``weights`` (layer, head, weight) of the weight times that head's
     calibrated score z-scored over the passages (zero for a head whose scores do not vary)."""
+    return combine_head_features(learned_head_features(attention, weights, spans, sink_factor=sink_factor), weights)
+
+
+def learned_head_features(
+    attention: HeadAttention,
+    weights: Sequence[tuple[int, int, float]],
+    spans: list[tuple[int, int]],
+    *,
+    sink_factor: float | None = DEFAULT_SINK_FACTOR,
+) -> torch.Tensor:
+    """Each weighted head's calibrated passage scores, (heads in ``weights`` order, passages):
+    what ``combine_head_features`` turns into the learned-heads signal. Features of several
+    windows are concatenated along the passages before combining."""
     heads = head_set([(layer, head) for layer, head, _ in weights])
     order, scores = per_head_calibrated(attention, heads, spans, sink_factor=sink_factor)
-    by_head = {(layer, head): weight for layer, head, weight in weights}
-    weight = torch.tensor([by_head[pair] for pair in order], dtype=torch.float64)
+    row = {pair: number for number, pair in enumerate(order)}
+    return scores[[row[(layer, head)] for layer, head, _ in weights]]
+
+
+def combine_head_features(features: torch.Tensor, weights: Sequence[tuple[int, int, float]]) -> list[float]:
+    """Per passage (column): the weighted sum of each head's scores z-scored over the passages."""
+    weight = torch.tensor([value for _, _, value in weights], dtype=torch.float64)
+    scores = features.double()
     mean = scores.mean(dim=1, keepdim=True)
     spread = scores.std(dim=1, unbiased=False, keepdim=True)
     standard = torch.where(spread > 1e-12, (scores - mean) / spread.clamp(min=1e-12), torch.zeros_like(scores))
