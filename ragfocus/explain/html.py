@@ -200,7 +200,10 @@ def _passage_card(
     if position is not None and p.text != p.passage.text:
         body.append(f'<details><summary>text kept after sentence pruning</summary><pre class="kept-text">{_e(p.text)}</pre></details>')
     if p.metadata:
-        dumped = json.dumps(dict(p.metadata), indent=2, ensure_ascii=False, default=str)
+        try:
+            dumped = json.dumps(dict(p.metadata), indent=2, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):  # keys JSON cannot hold (tuples, objects)
+            dumped = repr(dict(p.metadata))
         body.append(f'<details><summary>metadata</summary><pre class="metadata">{_e(dumped)}</pre></details>')
     body.append("</article>")
     return "\n".join(body)

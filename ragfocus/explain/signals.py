@@ -42,10 +42,10 @@ def fractions(values: Sequence[float]) -> list[float | None]:
     ]
 
 
-def number(value: float) -> str:
-    """A compact display of a signal value: 4 significant digits, signed; "n/a" when missing."""
+def number(value: float, *, digits: int = 4) -> str:
+    """A compact display of a signal value: ``digits`` significant digits, signed; "n/a" when missing."""
     if math.isnan(value):
         return "n/a"
     if math.isinf(value):
         return "-inf" if value < 0 else "+inf"
-    return f"{value:+.4g}"
+    return f"{value:+.{digits}g}"
