@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +24,9 @@ from ragfocus.passages import PassageLike, as_passages
 from ragfocus.prompt import TokenizedPrompt, build_prompt
 from ragfocus.scoring.retrieval_heads import calibrated_per_token, capture_head_attention
 from ragfocus.sentence_scores import sentence_scores
+
+if TYPE_CHECKING:
+    from ragfocus.focuser import Focuser
 
 logger = logging.getLogger(__name__)
 
@@ -89,23 +93,23 @@ class AttentionMap:
         return top if top > 0 else (values[-1] or 1.0)
 
 
-def token_attention(focuser: object, query: str, passages: Sequence[PassageLike], *, sentences: bool = False) -> AttentionMap:
+def token_attention(focuser: Focuser, query: str, passages: Sequence[PassageLike], *, sentences: bool = False) -> AttentionMap:
     """Calibrated attention per token of every non-empty passage, as ``focuser`` reads it.
 
-    ``focuser`` is a ``ragfocus.Focuser``; its model, retrieval heads and sink factor are used.
+    The Focuser's model, retrieval heads and sink factor are used.
     With ``sentences=True`` each passage also gets its sentences' scores (what
     ``granularity="sentence"`` prunes by). A prompt longer than the model's window gives an
     empty map with a note instead of an error.
 
     >>> heat = token_attention(focuser, "Who wrote Hamlet?", ["Hamlet is a tragedy by Shakespeare."])  # doctest: +SKIP
-    >>> [(t.start, t.end) for t in heat.passages[0].tokens][:3]                                      # doctest: +SKIP
-    [(0, 3), (3, 6), (6, 9)]
+    >>> [(t.start, t.end, round(t.value, 3)) for t in heat.passages[0].tokens][:3]                   # doctest: +SKIP
+    [(0, 6, 0.113), (6, 9, 0.322), (9, 11, 0.022)]
     """
     items = as_passages(passages)
     present = [index for index, item in enumerate(items) if item.text.strip()]
     if not present:
         return AttentionMap.unavailable("no heat map: every passage is empty")
-    loaded = focuser.loaded  # type: ignore[attr-defined]
+    loaded = focuser.loaded
     prompt = build_prompt(loaded.tokenizer, query, [items[index].text for index in present])
     limit = loaded.max_positions
     if limit is not None and prompt.total_tokens > limit:
@@ -113,10 +117,10 @@ def token_attention(focuser: object, query: str, passages: Sequence[PassageLike]
                 f"that {loaded.name} reads")
         logger.warning(note)
         return AttentionMap.unavailable(note)
-    heads = focuser.heads  # type: ignore[attr-defined]
-    with focuser._lock:  # type: ignore[attr-defined]  # the engine serves one call at a time
-        captured = capture_head_attention(focuser.engine, prompt, heads)  # type: ignore[attr-defined]
-    per_token = calibrated_per_token(captured, heads, prompt.passage_spans, sink_factor=focuser.sink_factor)  # type: ignore[attr-defined]
+    heads = focuser.heads
+    with focuser._lock:  # the engine serves one call at a time, as in Focuser.focus
+        captured = capture_head_attention(focuser.engine, prompt, heads)
+    per_token = calibrated_per_token(captured, heads, prompt.passage_spans, sink_factor=focuser.sink_factor)
     found = sentence_scores(prompt, per_token) if sentences else None
     result: dict[int, PassageHeat] = {}
     for position, index in enumerate(present):

@@ -48,9 +48,10 @@ def explain(focuser: Focuser, query: str, passages: Sequence[PassageLike], **opt
     ``granularity="sentence"`` the sentences' scores too).
 
     >>> from ragfocus import Focuser                                           # doctest: +SKIP
-    >>> explanation = explain(Focuser(), "Who wrote Hamlet?", passages, budget=120)  # doctest: +SKIP
-    >>> explanation.write_html("why.html")                                     # doctest: +SKIP
-    PosixPath('why.html')
+    >>> passages = ["Hamlet is a tragedy by Shakespeare.", "Paris is in France."]
+    >>> explanation = explain(Focuser(distraction=False), "Who wrote Hamlet?", passages, budget=10)  # doctest: +SKIP
+    >>> [p.index for p in explanation.result.kept], explanation.write_html("why.html")              # doctest: +SKIP
+    ([0], PosixPath('why.html'))
     """
     items = as_passages(passages)
     result = focuser.focus(query, items, **options)
