@@ -1,4 +1,4 @@
-"""The ``ragfocus`` command: ``demo``, ``eval hotpotqa`` and ``heads detect|show|plot``."""
+"""The ``ragfocus`` command: ``demo``, ``focus``, ``explain``, ``eval hotpotqa`` and ``heads detect|show|plot``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ragfocus.evaluation.pooled_eval import add_pooled_parser
 from ragfocus.evaluation.squad_eval import add_squad_parser
+from ragfocus.explain.cli import add_explain_parsers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--budget", type=int, default=250, help="token budget of the focused context")
     demo.add_argument("--model", default=None, help="scorer: Hugging Face id or path (default: embedded SmolLM2-135M)")
     demo.set_defaults(run=_run_demo)
+    add_explain_parsers(commands)
 
     evaluate = commands.add_parser("eval", help="benchmarks")
     suites = evaluate.add_subparsers(metavar="SUITE")

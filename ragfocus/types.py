@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ragfocus.explain import AttentionMap, TerminalView
 
 Order = Literal["original", "relevance", "attention", "edges", "calibrated"]
 ORDERS: tuple[str, ...] = ("original", "relevance", "attention", "edges", "calibrated")
@@ -110,3 +113,16 @@ class FocusResult:
     def compression(self) -> float:
         """``tokens_out / tokens_in`` (1.0 for an empty input)."""
         return self.tokens_out / self.tokens_in if self.tokens_in else 1.0
+
+    def to_html(self, attention: AttentionMap | None = None) -> str:
+        """A self-contained HTML report of this result (``ragfocus.explain``); ``attention``
+        from ``ragfocus.explain.token_attention`` adds a heat map over each passage's text."""
+        from ragfocus.explain.html import render_html
+
+        return render_html(self, attention)
+
+    def explain(self) -> TerminalView:
+        """Kept and dropped passages with scores and signal bars: ``rich.print`` it, or ``str()``."""
+        from ragfocus.explain.terminal import TerminalView
+
+        return TerminalView(self)
