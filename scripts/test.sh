@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/install_browser.sh
 .venv/bin/python -m pytest tests "$@"
 cd integrations/langchain
 exec ../../.venv/bin/python -m pytest tests "$@"

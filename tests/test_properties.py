@@ -8,6 +8,7 @@ budget and no deadline keep the run reproducible in CI (``derandomize=True``).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -100,7 +101,7 @@ def test_focus_keeps_its_promises(focuser: Focuser, query: str, items: list, opt
         assert not math.isnan(scored.score)
         if scored.parts:  # parts cover the passage, in order, and the passage scores as its best part
             assert scored.parts[0].start == 0 and scored.parts[-1].end == len(given_passage.text)
-            assert all(a.end == b.start for a, b in zip(scored.parts, scored.parts[1:]))
+            assert all(a.end == b.start for a, b in itertools.pairwise(scored.parts))
             assert scored.score == max(part.score for part in scored.parts)
     kept_texts = [p.passage.text for p in result.kept]
     assert len(kept_texts) == len(set(kept_texts))  # a duplicate is kept once

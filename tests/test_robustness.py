@@ -7,8 +7,10 @@ on the real default model, since there the ranking itself is what is checked.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
+from typing import ClassVar
 
 import pytest
 
@@ -180,7 +182,7 @@ def test_negative_retriever_scores_are_used_as_given(default_model: LoadedModel)
 def test_metadata_that_is_not_a_mapping_is_a_type_error(tiny: Focuser) -> None:
     class Document:
         page_content = "text"
-        metadata = ["not", "a", "mapping"]
+        metadata: ClassVar[list[str]] = ["not", "a", "mapping"]
 
     with pytest.raises(TypeError, match=r"passages\[0\]\.metadata is list"):
         tiny.rank(QUERY, [Document()])
@@ -222,7 +224,7 @@ def test_a_passage_longer_than_a_window_is_scored_in_parts(windowed: Focuser) ->
     parts = by_index[0].parts
     assert len(parts) >= 3
     assert parts[0].start == 0 and parts[-1].end == len(long_text)  # every character is scored
-    assert all(a.end == b.start for a, b in zip(parts, parts[1:]))
+    assert all(a.end == b.start for a, b in itertools.pairwise(parts))
     assert by_index[0].score == max(part.score for part in parts)
     assert by_index[0].text == long_text  # reported whole, never truncated
     best = max(parts, key=lambda part: part.score)
