@@ -230,3 +230,17 @@ def test_a_passage_longer_than_a_window_is_scored_in_parts(windowed: Focuser) ->
     best = max(parts, key=lambda part: part.score)
     assert gold[:40] in long_text[best.start : best.end] or by_index[2].rank < by_index[1].rank
     assert by_index[1].rank == 2  # the unrelated passage is last
+
+
+def test_pooled_evaluation_reports_every_method_and_the_windows(tiny_model: LoadedModel) -> None:
+    from ragfocus.evaluation.pooled_eval import evaluate_pooled, pool_of, render_pooled
+
+    questions = hotpotqa(2000, 2)
+    pool = pool_of(questions)
+    assert len(pool.paragraphs) == sum(len(q.paragraphs) for q in questions)
+    assert all(pool.paragraphs[position] == questions[1].paragraphs[position - len(questions[0].paragraphs)] for position in pool.gold[1])
+    focuser = Focuser(tiny_model, heads={1: [0, 1]}, window_tokens=512, final_round=4)
+    report = evaluate_pooled(focuser, questions, k=10, minilm=False, progress=False)
+    assert report.windows > 1 and report.paragraphs == len(pool.paragraphs)
+    assert set(report.hits) == {"ragfocus", "bm25"} and all(len(v) == 2 for v in report.per_question.values())
+    assert report.seconds_per_query > 0 and "both gold paragraphs in the top 10" in render_pooled(report)
