@@ -1,4 +1,4 @@
-"""The ``ragfocus`` command: ``demo``, ``eval hotpotqa`` and ``heads detect|show|plot``."""
+"""The ``ragfocus`` command: ``demo``, ``eval hotpotqa``, ``batch``, ``index`` and ``heads detect|show|plot``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ragfocus.batch.cli import add_batch_parsers
 from ragfocus.evaluation.squad_eval import add_squad_parser
 
 
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--plot", type=Path, default=None, help="write the budget curve (PNG) here")
     merge.set_defaults(run=_run_eval_report)
     add_squad_parser(suites)
+
+    add_batch_parsers(commands)
 
     heads = commands.add_parser("heads", help="retrieval-head profiles: detect, show, plot")
     head_commands = heads.add_subparsers(metavar="ACTION")
