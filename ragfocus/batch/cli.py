@@ -16,7 +16,8 @@ def add_batch_parsers(commands: Any) -> None:
     batch = commands.add_parser(
         "batch", help="focus every row of a JSONL/Parquet file (resumable; --engine ray for a Ray cluster)",
         description="Focus every row of INPUT into OUTPUT. Exit status: 0 all rows succeeded, 3 some rows failed "
-                    "(listed in the errors file), 2 bad arguments or an output that exists without --resume/--overwrite.",
+                    "(listed in the errors file), 2 bad arguments, an unreadable input or unwritable output, or an output "
+                    "that exists without --resume/--overwrite.",
     )
     batch.add_argument("input", type=Path, help="rows {id, query, passages | corpus[, k][, metadata]} as .jsonl or .parquet")
     batch.add_argument("output", type=Path, help="output .jsonl file, or .parquet directory of part files")
@@ -72,7 +73,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
                               cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, **common)
         else:
             summary = run_local(args.input, args.output, options, **common)
-    except (ValueError, TypeError, FileExistsError, ImportError) as error:
+    except (ValueError, TypeError, OSError, ImportError) as error:
         print(f"ragfocus batch: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(summary.describe(), file=sys.stderr)
@@ -84,7 +85,7 @@ def run_index_command(args: argparse.Namespace) -> int:
 
     try:
         info = build_index(args.corpus, args.index_dir)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"ragfocus index: {error}", file=sys.stderr)
         return EXIT_USAGE
     skipped = f" ({info.skipped} rows without id/text skipped)" if info.skipped else ""

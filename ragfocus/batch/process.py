@@ -8,6 +8,7 @@ writing and (with Ray) shipping to workers, not into one padded forward pass.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -47,8 +48,15 @@ class RowProcessor:
 
     def __init__(self, options: BatchOptions, focuser: Focuser | None = None) -> None:
         self.options = options
-        self.focuser = focuser if focuser is not None else make_focuser(options)
+        self._focuser = focuser
         self._indexes: dict[str, CorpusIndex] = {}
+
+    @property
+    def focuser(self) -> Focuser:
+        """The given ``Focuser``, or one made from ``options`` when the first row needs it."""
+        if self._focuser is None:
+            self._focuser = make_focuser(self.options)
+        return self._focuser
 
     def process(
         self, records: Sequence[tuple[int, dict[str, Any]]], *, on_row: Callable[[], None] | None = None
@@ -109,7 +117,12 @@ class RowProcessor:
             return Outcome.failed(row.line, row.id, "focus", f"{type(error).__name__}: {error}")
         focus_s = time.perf_counter() - started
         timings = {"retrieve_s": retrieve_s, "focus_s": focus_s, "total_s": retrieve_s + focus_s}
-        return Outcome(row.line, row.id, row=output_row(row, result, granularity=self.options.granularity, timings=timings))
+        written = output_row(row, result, granularity=self.options.granularity, timings=timings)
+        try:
+            json.dumps(written, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            return Outcome.failed(row.line, row.id, "schema", f"the row's metadata is not JSON-serializable: {error}")
+        return Outcome(row.line, row.id, row=written)
 
 
 def _id_or_none(record: dict[str, Any]) -> str | None:

@@ -83,7 +83,8 @@ def run_ray(
             if item is None:
                 writer.skip()
             elif isinstance(item, Work):
-                items.append({"line": item.line, "record": json.dumps(item.record, ensure_ascii=False)})
+                # default=str: fields a Parquet input may hold that JSON lacks (timestamps, bytes)
+                items.append({"line": item.line, "record": json.dumps(item.record, ensure_ascii=False, default=str)})
             else:
                 writer.record([item])
         if items:
