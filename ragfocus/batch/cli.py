@@ -44,7 +44,8 @@ def add_batch_parsers(commands: Any) -> None:
     batch.add_argument("--ray-address", default=None, help="ray: cluster address ('auto', ray://host:port); default a local instance")
     batch.add_argument("--workers", type=int, default=1, help="ray: model actors (default 1)")
     batch.add_argument("--cpus-per-worker", type=float, default=1.0, help="ray: CPUs per actor (default 1)")
-    batch.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per actor (default 0; 1 on a GPU cluster)")
+    batch.add_argument("--gpus-per-worker", type=float, default=None,
+                       help="ray: GPUs per actor (default 1 when --device cuda, or no --device and the cluster has GPUs; else 0)")
     batch.set_defaults(run=run_batch_command)
 
     index = commands.add_parser("index", help="embed a JSONL/Parquet corpus {id, text, ...} into a faiss index for batch")

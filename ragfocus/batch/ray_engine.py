@@ -61,7 +61,7 @@ def run_ray(
     address: str | None = None,
     workers: int = 1,
     cpus_per_worker: float = 1.0,
-    gpus_per_worker: float = 0.0,
+    gpus_per_worker: float | None = None,
     resume: bool = False,
     overwrite: bool = False,
     errors: str | Path | None = None,
@@ -72,6 +72,8 @@ def run_ray(
     process already has, else a new local one; ``"auto"`` or ``ray://host:port``: a cluster).
 
     ``workers`` actors each hold one model; ``options.batch_size`` rows go to an actor at a time.
+    ``gpus_per_worker=None`` gives each actor one GPU when ``options.device`` is CUDA, or when it
+    is ``None`` and the cluster has GPUs; else none.
     """
     ray = _ray()
     writer = JobWriter(input_path, output, engine="ray", resume=resume, overwrite=overwrite, errors=errors,
@@ -91,6 +93,8 @@ def run_ray(
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
                 started_ray = True
+            if gpus_per_worker is None:
+                gpus_per_worker = 1.0 if _wants_gpu(options.device, ray.cluster_resources().get("GPU", 0)) else 0.0
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True
             context.enable_progress_bars = False
@@ -111,6 +115,10 @@ def run_ray(
             ray.shutdown()
     logger.info(summary.describe())
     return summary
+
+
+def _wants_gpu(device: str | None, cluster_gpus: float) -> bool:
+    return device.startswith("cuda") if device is not None else cluster_gpus > 0
 
 
 def _outcome(data: dict[str, Any]) -> Outcome:
