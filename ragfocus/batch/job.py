@@ -61,13 +61,14 @@ class JobWriter:
         progress: bool = True,
     ) -> None:
         self.started = time.perf_counter()
+        total = count_rows(input_path)  # an unreadable input fails here, before OUTPUT is touched
         self.output = str(output)
         self.engine = engine
         self.sink, self.state = open_output(output, resume=resume, overwrite=overwrite, part_rows=part_rows)
         self.errors_path = Path(errors) if errors is not None else errors_path(output)
         self.errors = ErrorSink(self.errors_path)
         self.succeeded = self.failed = self.skipped = 0
-        self._bar = _progress(count_rows(input_path), progress)
+        self._bar = _progress(total, progress)
         self._ticked = 0
 
     @property
