@@ -1,4 +1,4 @@
-"""The ``ragfocus`` command: ``demo``, ``focus``, ``explain``, ``eval hotpotqa`` and ``heads detect|show|plot``."""
+"""The ``ragfocus`` command: ``demo``, ``focus``, ``explain``, ``batch``, ``index``, ``eval hotpotqa|report|squad|pooled`` and ``heads detect|show|plot``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ragfocus.batch.cli import add_batch_parsers
 from ragfocus.evaluation.pooled_eval import add_pooled_parser
 from ragfocus.evaluation.squad_eval import add_squad_parser
 from ragfocus.explain.cli import add_explain_parsers
@@ -70,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     merge.set_defaults(run=_run_eval_report)
     add_squad_parser(suites)
     add_pooled_parser(suites)
+
+    add_batch_parsers(commands)
 
     heads = commands.add_parser("heads", help="retrieval-head profiles: detect, show, plot")
     head_commands = heads.add_subparsers(metavar="ACTION")

@@ -15,7 +15,7 @@ echo "ragfocus: setting up $VENV (a few minutes the first time)" >&2
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # The CPU wheel of torch: an unpinned torch would pull a multi-GB CUDA build.
 "${PIP[@]}" install "torch==2.13.0"
-"${PIP[@]}" install -c requirements/constraints.txt -e ".[demo,eval,test]"
+"${PIP[@]}" install -c requirements/constraints.txt -e ".[demo,eval,test,batch,ray]"
 # The LangChain integration (its own distribution) and LangChain's standard tests.
 "${PIP[@]}" install -c requirements/constraints.txt -e "integrations/langchain[test]"
 # Packages whose own dependency lists pull in programs ragfocus does not use.
