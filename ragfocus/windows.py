@@ -66,7 +66,7 @@ def plan_windows(
     room = limit - overhead - SLACK_TOKENS
     if room < 16:
         raise ValueError(
-            f"the query takes {overhead} of the {limit} tokens the scorer reads (instruction included): "
+            f"the query takes {overhead} tokens (instruction included) and a scoring window holds {limit}: "
             "no room is left for a passage; shorten the query"
         )
     counts = _token_counts(tokenizer, texts)

@@ -70,7 +70,7 @@ def test_local_engine_focuses_good_rows_and_files_bad_ones(tmp_path: Path, fast_
         {"id": "q1", "query": "repeated id", "passages": PASSAGES},
         {"id": "bad-passages", "query": "q?", "passages": "one string"},
         {"id": "bad-text", "query": "q?", "passages": [{"text": 7}]},
-        {"id": "too-long", "query": "q?", "passages": ["word " * 9000]},
+        {"id": "too-long", "query": "why " * 9000, "passages": PASSAGES},
         {"id": "retrieved", "query": "Who designed the tower?", "corpus": str(index_dir), "k": 2},
         {"id": "no-index", "query": "q?", "corpus": str(tmp_path / "missing")},
         GOOD_ROWS[2],
@@ -108,7 +108,7 @@ def test_local_engine_focuses_good_rows_and_files_bad_ones(tmp_path: Path, fast_
         (2, None, "json"), (3, "no-query", "schema"), (5, "q1", "duplicate"), (6, "bad-passages", "schema"),
         (7, "bad-text", "schema"), (8, "too-long", "focus"), (10, "no-index", "retrieval"),
     ]
-    assert "reads at most" in errors[5]["reason"] and "ragfocus index" in errors[6]["reason"]
+    assert "no room is left for a passage" in errors[5]["reason"] and "ragfocus index" in errors[6]["reason"]
 
     # Resuming skips what is written and retries what failed; the errors file is rewritten.
     again = run_local(source, output, options, focuser=fast_focuser, resume=True, progress=False)
