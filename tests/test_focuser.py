@@ -130,15 +130,17 @@ def test_bad_queries_and_options_give_clear_errors(default_focuser: Focuser) -> 
 
 
 def test_shared_focuser_is_thread_safe(default_focuser: Focuser) -> None:
-    questions = hotpotqa(10, 2)
-    expected = [[(p.index, p.score) for p in default_focuser.rank(q.question, q.paragraphs[:5])] for q in questions]
+    """The default model from 3 threads at once (the 8 x 50 calls of tests/test_concurrency.py
+    run the same code on the tiny model)."""
+    questions = hotpotqa(10, 1)
+    expected = [[(p.index, p.score) for p in default_focuser.rank(q.question, q.paragraphs[:4])] for q in questions]
     results: dict[tuple[int, int], list] = {}
     errors: list[BaseException] = []
 
     def work(thread: int) -> None:
         try:
             for position, q in enumerate(questions):
-                results[(thread, position)] = [(p.index, p.score) for p in default_focuser.rank(q.question, q.paragraphs[:5])]
+                results[(thread, position)] = [(p.index, p.score) for p in default_focuser.rank(q.question, q.paragraphs[:4])]
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -148,7 +150,7 @@ def test_shared_focuser_is_thread_safe(default_focuser: Focuser) -> None:
     for thread in threads:
         thread.join()
     assert not errors
-    assert all(results[(t, p)] == expected[p] for t in range(3) for p in range(2))
+    assert all(results[(t, p)] == expected[p] for t in range(3) for p in range(len(questions)))
 
 
 def test_module_level_focus_creates_one_shared_default(monkeypatch) -> None:
