@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--plot", type=Path, default=None, help="write the budget curve (PNG) here")
     merge.set_defaults(run=_run_eval_report)
     add_squad_parser(suites)
-    add_pooled_parser(suites)
+    add_pooled_parser(suites, _run_eval_pooled)
 
     add_batch_parsers(commands)
 
@@ -273,6 +273,26 @@ def _print_profile(console, profile, *, top: int) -> None:
     for rank, (layer, head) in enumerate(profile.ranked()[:top], start=1):
         table.add_row(str(rank), str(layer), str(head), f"{profile.scores[layer][head]:.4f}", "yes" if (layer, head) in selected else "")
     console.print(table)
+
+
+def _run_eval_pooled(args: argparse.Namespace) -> int:
+    from ragfocus.evaluation.datasets import hotpotqa
+    from ragfocus.evaluation.pooled_eval import evaluate_pooled, render_pooled
+    from ragfocus.focuser import Focuser
+
+    options = {} if args.final_round is None else {"final_round": args.final_round}
+    focuser = Focuser(
+        args.model, device=args.device, distraction=False if args.no_distraction else None,
+        window_tokens=args.window_tokens, **options,
+    )
+    questions = hotpotqa(args.start, args.questions)
+    report = evaluate_pooled(focuser, questions, k=args.k, minilm=not args.no_minilm, progress=not args.no_progress)
+    report.extra["command"] = " ".join(sys.argv)
+    print(render_pooled(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,17 +10,15 @@ time per query and the peak memory of the process are reported.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import resource
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragfocus.evaluation.datasets import DEVELOPMENT, HotpotQuestion, hotpotqa
+from ragfocus.evaluation.datasets import DEVELOPMENT, HotpotQuestion
 from ragfocus.prompt import build_prompt
 from ragfocus.scoring.lexical import bm25_scores
 from ragfocus.windows import checked_prompts, plan_windows
@@ -148,8 +146,8 @@ def render_pooled(report: PooledReport) -> str:
     return "\n".join(lines)
 
 
-def add_pooled_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``pooled`` to the ``eval`` suites."""
+def add_pooled_parser(subparsers: argparse._SubParsersAction, run: Callable[[argparse.Namespace], int]) -> None:
+    """Add ``pooled`` to the ``eval`` suites; ``run`` (the command's handler) prints the report."""
     pooled = subparsers.add_parser("pooled", help="rank HotpotQA questions against many questions' paragraphs pooled")
     pooled.add_argument("--start", type=int, default=DEFAULT_START, help=f"first question (default {DEFAULT_START}; dev 0-2999)")
     pooled.add_argument("--questions", type=int, default=DEFAULT_COUNT, help=f"questions pooled (default {DEFAULT_COUNT})")
@@ -162,22 +160,4 @@ def add_pooled_parser(subparsers: argparse._SubParsersAction) -> None:
     pooled.add_argument("--no-minilm", action="store_true", help="skip the MiniLM baseline")
     pooled.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     pooled.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    pooled.set_defaults(run=run_pooled)
-
-
-def run_pooled(args: argparse.Namespace) -> int:
-    from ragfocus.focuser import Focuser
-
-    options = {} if args.final_round is None else {"final_round": args.final_round}
-    focuser = Focuser(
-        args.model, device=args.device, distraction=False if args.no_distraction else None,
-        window_tokens=args.window_tokens, **options,
-    )
-    questions = hotpotqa(args.start, args.questions)
-    report = evaluate_pooled(focuser, questions, k=args.k, minilm=not args.no_minilm, progress=not args.no_progress)
-    report.extra["command"] = " ".join(sys.argv)
-    print(render_pooled(report))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    return 0
+    pooled.set_defaults(run=run)
