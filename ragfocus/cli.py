@@ -41,6 +41,26 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_run_demo)
     add_explain_parsers(commands)
 
+    bench = commands.add_parser("bench", help="queries/s of Focuser.rank against a bare forward pass (GPU or CPU)")
+    bench.add_argument("--model", default=None, help="scorer: Hugging Face id or path (default: embedded SmolLM2-135M)")
+    bench.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    bench.add_argument("--dtype", choices=("auto", "bfloat16", "float32"), default="auto",
+                       help="weights' dtype (auto: bfloat16 on CUDA, float32 on CPU)")
+    bench.add_argument("--batch-size", type=int, default=64, help="prompts per batched forward pass")
+    bench.add_argument("--start", type=int, default=0, help="first HotpotQA dev question (0-2999 is the development split)")
+    bench.add_argument("--questions", type=int, default=512, help="questions to time")
+    bench.add_argument("--no-distraction", action="store_true", help="leave the distraction pass out")
+    bench.add_argument("--single", type=int, default=0, metavar="N", help="also time Focuser.rank one query at a time on N questions")
+    bench.add_argument("--peer", type=int, default=0, metavar="N", help="also time LongLLMLingua's ranking on N questions")
+    bench.add_argument("--check", type=Path, default=None, metavar="REF.json",
+                       help="rank the questions of a recording (ragfocus.evaluation.rankings) and compare: same top 2, score differences")
+    bench.add_argument("--record", type=Path, default=None, metavar="PATH",
+                       help="write this run's rankings (of --check's questions, else of --record-start/--record-count) here")
+    bench.add_argument("--record-start", type=int, default=3000, help="first question recorded without --check (default 3000)")
+    bench.add_argument("--record-count", type=int, default=200, help="questions recorded without --check (default 200)")
+    bench.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    bench.set_defaults(run=_run_bench)
+
     evaluate = commands.add_parser("eval", help="benchmarks")
     suites = evaluate.add_subparsers(metavar="SUITE")
     hotpot = suites.add_parser("hotpotqa", help="passage ranking on HotpotQA dev-distractor")
@@ -289,6 +309,54 @@ def _run_eval_pooled(args: argparse.Namespace) -> int:
     report = evaluate_pooled(focuser, questions, k=args.k, minilm=not args.no_minilm, progress=not args.no_progress)
     report.extra["command"] = " ".join(sys.argv)
     print(render_pooled(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from ragfocus.evaluation.bench import render_bench, run_bench
+    from ragfocus.evaluation.datasets import hotpotqa
+    from ragfocus.evaluation.rankings import compare_rankings, record_rankings
+    from ragfocus.focuser import Focuser
+    from ragfocus.models import load_model
+
+    dtype = {"auto": None, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    loaded = load_model(args.model, device=args.device, dtype=dtype)
+    focuser = Focuser(loaded, distraction=False if args.no_distraction else None)
+    report = run_bench(
+        focuser, hotpotqa(args.start, args.questions), batch_size=args.batch_size,
+        single_questions=args.single, peer_questions=args.peer,
+        progress=lambda message: print(message, file=sys.stderr),
+    )
+    report.extra["command"] = " ".join(["ragfocus", *sys.argv[1:]])
+    print(render_bench(report))
+    recording = None
+    if args.check is not None:
+        reference = json.loads(args.check.read_text())
+        indices = [entry["index"] for entry in reference["questions"]]
+        questions = hotpotqa(min(indices), max(indices) - min(indices) + 1)
+        wanted = set(indices)
+        recording = record_rankings(focuser, [q for q in questions if q.index in wanted], batch_size=args.batch_size, progress=False)
+    elif args.record is not None:
+        recording = record_rankings(focuser, hotpotqa(args.record_start, args.record_count), batch_size=args.batch_size, progress=False)
+    if recording is not None and args.record is not None:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps(recording) + "\n")
+    if args.check is not None:
+        assert recording is not None
+        agreement = compare_rankings(reference, recording)
+        report.extra["check"] = {"reference": str(args.check), "reference_device": reference.get("device"),
+                                 "reference_dtype": reference.get("dtype"), **agreement.as_dict()}
+        print(
+            f"against {args.check} ({reference.get('device')}, {reference.get('dtype')}): same top 2 on "
+            f"{agreement.same_top2:.1%} of {agreement.questions} questions (top 1 {agreement.same_top1:.1%}); "
+            f"fused scores differ by {agreement.mean_score_difference:.4f} on average, {agreement.max_score_difference:.4f} at most "
+            f"(mean |score| {agreement.score_scale:.3f}); differing: {agreement.differing}"
+        )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")

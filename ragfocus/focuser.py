@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -26,9 +26,10 @@ from ragfocus.head_choice import HeadsArgument, choose_heads
 from ragfocus.head_profile import HeadProfile
 from ragfocus.models import LoadedModel, load_model
 from ragfocus.passages import PassageLike, as_passages
-from ragfocus.prompt import TokenizedPrompt, build_prompt
+from ragfocus.prompt import TokenizedPrompt, build_prompt, build_prompts
 from ragfocus.scoring.attention_sort import attention_sort, check_sort_rounds, passage_attention
-from ragfocus.scoring.distraction import distraction_scores
+from ragfocus.scoring.batched import batched_prompt_signals
+from ragfocus.scoring.distraction import DistractionScores, distraction_scores, distraction_scores_many
 from ragfocus.scoring.heads import merge_heads
 from ragfocus.scoring.lexical import bm25_scores
 from ragfocus.scoring.retrieval_heads import (
@@ -56,6 +57,11 @@ dev 2500-2519 (200 paragraphs), 2,048-token windows put both gold paragraphs in 
 
 DEFAULT_FINAL_ROUND = 20
 """Passages scored again together after a windowed ranking (``Focuser(final_round=...)``)."""
+
+DEFAULT_BATCH_SIZE = 32
+"""Inputs per batched forward pass in ``Focuser.rank_many``/``focus_many``."""
+
+Errors = Literal["raise", "return"]
 
 SIGNAL_NAMES = ("retrieval_heads", "query_attention", "null_attention", "bm25")
 """Signals every scored passage carries; ``learned_heads`` (when the fusion profile has head
@@ -237,35 +243,194 @@ class Focuser:
             order=config.order,
         )
 
+    def rank_many(
+        self,
+        requests: Sequence[tuple[str, Sequence[PassageLike]]],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        errors: Errors = "raise",
+    ) -> list[list[ScoredPassage]] | list[list[ScoredPassage] | Exception]:
+        """``rank`` for many ``(query, passages)`` pairs, batched through the model.
+
+        Inputs that fit one prompt are sorted by length and scored ``batch_size`` at a time:
+        their prompts run as one padded forward pass, their calibration suffixes as a second
+        one over the prefix cache, and their distraction prompts as length-sorted batches
+        (``AttentionEngine.mean_suffix_attention_many``). Inputs past one prompt (windows) are
+        scored one at a time. The rankings equal ``rank``'s up to floating-point rounding.
+
+        ``errors="raise"`` raises the first bad input's error (``TypeError``/``ValueError`` as
+        ``rank`` would); ``errors="return"`` puts the exception in that input's place and goes
+        on, so one bad input never stops the others.
+        """
+        outcomes = self._rank_many(requests, sentences=False, batch_size=batch_size, errors=errors)
+        return [outcome if isinstance(outcome, Exception) else outcome[0] for outcome in outcomes]  # type: ignore[return-value]
+
+    def focus_many(
+        self,
+        requests: Sequence[tuple[str, Sequence[PassageLike]]],
+        *,
+        budget: int | None = None,
+        ratio: float | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        order: Order = "relevance",
+        tokenizer: Any = None,
+        separator: str = "\n\n",
+        granularity: Granularity = "passage",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        errors: Errors = "raise",
+    ) -> list[FocusResult] | list[FocusResult | Exception]:
+        """``focus`` for many ``(query, passages)`` pairs, ranked as ``rank_many`` ranks them.
+
+        Each result's ``seconds`` is its share of the batch's time. ``granularity="sentence"``
+        scores one input at a time (sentence scores need each prompt's per-token attention).
+        """
+        started = time.perf_counter()
+        config = SelectionConfig(
+            budget=budget, ratio=ratio, top_k=top_k, threshold=threshold, order=order, separator=separator,
+            granularity=granularity,
+        )
+        count: TokenCounter = token_counter(tokenizer) if tokenizer is not None else self._count
+        sentences = config.granularity == "sentence"
+        outcomes = self._rank_many(requests, sentences=sentences, batch_size=batch_size, errors=errors)
+        share = (time.perf_counter() - started) / max(len(requests), 1)
+        results: list[FocusResult | Exception] = []
+        for (query, _), outcome in zip(requests, outcomes):
+            if isinstance(outcome, Exception):
+                results.append(outcome)
+                continue
+            ranked, found = outcome
+            chosen = select(ranked, config, count, sentences=found, slot_strength=self.fusion.slot_strength)
+            if ranked and not chosen.kept and chosen.budget is not None:
+                logger.warning("budget of %d tokens is below every passage: nothing kept", chosen.budget)
+            results.append(
+                FocusResult(
+                    query=query, context=chosen.context, kept=chosen.kept, dropped=chosen.dropped,
+                    tokens_in=chosen.tokens_in, tokens_out=chosen.tokens_out, seconds=share,
+                    budget=chosen.budget, order=config.order,
+                )
+            )
+        return results  # type: ignore[return-value]
+
+    def _rank_many(
+        self,
+        requests: Sequence[tuple[str, Sequence[PassageLike]]],
+        *,
+        sentences: bool,
+        batch_size: int,
+        errors: Errors,
+    ) -> list[tuple[list[ScoredPassage], dict[int, list[ScoredSentence]]] | Exception]:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        outcomes: list[Any] = [None] * len(requests)
+        inputs: dict[int, tuple[str, list[Passage], _Distinct]] = {}
+        for number, request in enumerate(requests):
+            try:
+                if not isinstance(request, tuple) or len(request) != 2:
+                    raise TypeError(f"request {number} must be a (query, passages) pair, got {type(request).__name__}")
+                query, passages = request
+                _check_query(query)
+                items = as_passages(passages)
+                inputs[number] = (query, items, _distinct(items))
+            except (TypeError, ValueError) as error:
+                if errors == "raise":
+                    raise
+                outcomes[number] = error
+        # Longest first: the batches' padding stays small and the largest batch comes first.
+        by_length = sorted(inputs, key=lambda number: -sum(len(text) for text in inputs[number][2].texts))
+        with self._lock:
+            for first in range(0, len(by_length), batch_size):
+                chunk = by_length[first : first + batch_size]
+                scored = self._score_many([inputs[number] for number in chunk], sentences=sentences, errors=errors)
+                for number, result in zip(chunk, scored):
+                    query, items, distinct = inputs[number]
+                    outcomes[number] = result if isinstance(result, Exception) else self._assemble(items, distinct, result, sentences=sentences)
+        return outcomes
+
+    def _score_many(
+        self, inputs: list[tuple[str, list[Passage], _Distinct]], *, sentences: bool, errors: Errors
+    ) -> list[_ScoredTexts | None | Exception]:
+        """Score a batch: one-prompt inputs together, the others one by one."""
+        results: list[_ScoredTexts | None | Exception] = [None] * len(inputs)
+        together: list[tuple[int, TokenizedPrompt]] = []
+        try:
+            prompts: list[TokenizedPrompt | None] = list(
+                build_prompts(self.loaded.tokenizer, [(query, distinct.texts) for query, _, distinct in inputs])
+            )
+        except ValueError:  # a query that yields no tokens: find it below, one by one
+            prompts = [None] * len(inputs)
+        for number, (query, _, distinct) in enumerate(inputs):
+            if not distinct.texts:
+                continue
+            try:
+                whole = prompts[number] or build_prompt(self.loaded.tokenizer, query, distinct.texts)
+                if sentences or (self.prompt_tokens is not None and whole.total_tokens > self.prompt_tokens):
+                    results[number] = self._score_texts(query, distinct.texts, distinct.retriever, sentences=sentences)
+                else:
+                    together.append((number, whole))
+            except Exception as error:
+                if errors == "raise":
+                    raise
+                results[number] = error
+        if not together:
+            return results
+        queries = [inputs[number][0] for number, _ in together]
+        texts = [inputs[number][2].texts for number, _ in together]
+        try:
+            reads = self._attention_signals_many(queries, texts, [prompt for _, prompt in together])
+            found: list[DistractionScores | None] = (
+                distraction_scores_many(self.loaded.model, self.loaded.tokenizer, list(zip(queries, texts)), batch_size=len(together) * 4)
+                if self.distraction else [None] * len(together)
+            )
+        except Exception as error:
+            if errors == "raise":
+                raise
+            logger.warning("a batch of %d failed (%s: %s); scoring its inputs one at a time", len(together), type(error).__name__, error)
+            for number, _ in together:
+                query, _, distinct = inputs[number]
+                try:
+                    results[number] = self._score_texts(query, distinct.texts, distinct.retriever, sentences=False)
+                except Exception as single:  # noqa: BLE001
+                    results[number] = single
+            return results
+        for (number, prompt), read, distraction in zip(together, reads, found):
+            query, _, distinct = inputs[number]
+            try:
+                results[number] = self._score_texts(
+                    query, distinct.texts, distinct.retriever, sentences=False, prepared=_Prepared(prompt, read, distraction)
+                )
+            except Exception as error:
+                if errors == "raise":
+                    raise
+                results[number] = error
+        return results
+
     def _rank(
         self, query: str, items: list[Passage], *, sentences: bool
     ) -> tuple[list[ScoredPassage], dict[int, list[ScoredSentence]]]:
+        distinct = _distinct(items)
+        scored = self._score_texts(query, distinct.texts, distinct.retriever, sentences=sentences) if distinct.texts else None
+        return self._assemble(items, distinct, scored, sentences=sentences)
+
+    def _assemble(
+        self, items: list[Passage], distinct: _Distinct, scored: _ScoredTexts | None, *, sentences: bool
+    ) -> tuple[list[ScoredPassage], dict[int, list[ScoredSentence]]]:
+        """Spread the scores of the distinct texts over every passage, and rank."""
         names = self.signal_names
         signals: dict[int, dict[str, float]] = {index: dict.fromkeys(names, math.nan) for index in range(len(items))}
         scores = {index: -math.inf for index in range(len(items))}
         parts: dict[int, tuple[PassagePart, ...]] = {}
         found: dict[int, list[ScoredSentence]] = {}
-        distinct: dict[str, int] = {}
-        best_retriever: list[float | None] = []
-        slot_of: dict[int, int] = {}
-        for index, item in enumerate(items):
-            if not item.text.strip():
-                continue
-            slot = slot_of[index] = distinct.setdefault(item.text, len(distinct))  # a duplicate is scored once
-            if slot == len(best_retriever):
-                best_retriever.append(item.score)
-            elif item.score is not None:  # the fusion reads the best retriever score of the copies
-                known = best_retriever[slot]
-                best_retriever[slot] = item.score if known is None else max(known, item.score)
-        if distinct:
-            scored = self._score_texts(query, list(distinct), best_retriever, sentences=sentences)
-            for index, slot in slot_of.items():
+        if scored is not None:
+            for index, slot in distinct.slot_of.items():
                 signals[index], scores[index] = dict(scored.signals[slot]), scored.scores[slot]
                 parts[index] = scored.parts[slot]
                 if sentences:
                     found[index] = scored.sentences[slot]
-            if len(slot_of) > len(distinct):
-                logger.info("%d duplicate passages scored once", len(slot_of) - len(distinct))
+            if len(distinct.slot_of) > len(distinct.texts):
+                logger.info("%d duplicate passages scored once", len(distinct.slot_of) - len(distinct.texts))
         for index, item in enumerate(items):
             if item.score is not None:
                 signals[index]["retriever"] = float(item.score)
@@ -280,12 +445,19 @@ class Focuser:
         return ranked, found
 
     def _score_texts(
-        self, query: str, texts: list[str], retriever: list[float | None], *, sentences: bool
+        self,
+        query: str,
+        texts: list[str],
+        retriever: list[float | None],
+        *,
+        sentences: bool,
+        prepared: _Prepared | None = None,
     ) -> _ScoredTexts:
         """Score distinct non-empty texts: in one prompt when they fit the window, else in
-        windows (over-long texts in parts) put on one scale and fused together."""
+        windows (over-long texts in parts) put on one scale and fused together. ``prepared``
+        carries what a batched run already computed for a one-prompt input."""
         started = time.perf_counter()
-        whole = build_prompt(self.loaded.tokenizer, query, texts)
+        whole = prepared.prompt if prepared is not None else build_prompt(self.loaded.tokenizer, query, texts)
         fits = self.prompt_tokens is None or whole.total_tokens <= self.prompt_tokens
         limit = None if fits else self.window_tokens
         plan = plan_windows(self.loaded.tokenizer, query, texts, limit)
@@ -300,7 +472,10 @@ class Focuser:
         slots: list[tuple[int, int]] = [(0, 1)] * len(plan.units)
         for window, prompt in windows:
             unit_texts = [plan.units[unit].text for unit in window]
-            read = self._attention_signals(query, unit_texts, prompt, sentences=sentences)
+            if prepared is not None and fits:
+                read = prepared.read
+            else:
+                read = self._attention_signals(query, unit_texts, prompt, sentences=sentences)
             scale = float(len(prompt.prefix_ids)) if rescale else 1.0
             for position, unit in enumerate(window):
                 table[unit] = {name: value * scale for name, value in read.table[position].items()}
@@ -319,7 +494,11 @@ class Focuser:
                 table[unit]["learned_heads"] = value
         unit_texts = [unit.text for unit in plan.units]
         if self.distraction:
-            found = distraction_scores(self.loaded.model, self.loaded.tokenizer, query, unit_texts)
+            found = (
+                prepared.distraction
+                if prepared is not None and fits and prepared.distraction is not None
+                else distraction_scores(self.loaded.model, self.loaded.tokenizer, query, unit_texts)
+            )
             for unit, value in enumerate(found.distraction):
                 table[unit]["distraction"] = value
                 table[unit]["abstain_logprob"] = found.abstain_logprob[unit]
@@ -382,12 +561,62 @@ class Focuser:
             table[unit] = row
             fused[unit] = value + lift
 
+    def _heads_read(self) -> HeadSet:
+        """Every head a ranking pass captures: retrieval, sorting and learned-weight heads."""
+        read = merge_heads(self.heads, self._sort_heads) if self.sort_rounds > 0 else self.heads
+        if self.fusion.head_weights:
+            read = merge_heads(read, self.fusion.weighted_head_set)
+        return read
+
+    def _attention_signals_many(
+        self, queries: list[str], texts: list[list[str]], prompts: list[TokenizedPrompt]
+    ) -> list[_WindowRead]:
+        """``_attention_signals`` of many one-prompt inputs: one batched capture
+        (``AttentionEngine.mean_suffix_attention_many``) and the signals reduced on the
+        device (``ragfocus.scoring.batched``)."""
+        sorting = self.sort_rounds > 0
+        read = self._heads_read()
+        index = self.engine.validate_heads(read)
+        order = tuple((layer, int(head)) for layer in sorted(index) for head in index[layer].tolist())
+        suffixes = [[p.query_ids, p.null_ids] + ([p.sort_ids] if sorting else []) for p in prompts]
+        rows = [[p.query_rows, p.null_rows] + ([p.sort_rows] if sorting else []) for p in prompts]
+        captured = self.engine.mean_suffix_attention_many([p.prefix_ids for p in prompts], suffixes, rows=rows, heads=read)
+        found = batched_prompt_signals(
+            captured, order, [p.passage_spans for p in prompts],
+            heads=self.heads,
+            weights=self.fusion.head_weights,
+            sort_heads=self._sort_heads if sorting else None,
+            sink_factor=self.sink_factor,
+            aggregate=self.aggregate,
+        )
+        del captured
+        reads = []
+        for query, passage_texts, signals in zip(queries, texts, found):
+            table = [
+                {"retrieval_heads": signals.calibrated[i], "query_attention": signals.query_mass[i], "null_attention": signals.null_mass[i]}
+                for i in range(len(passage_texts))
+            ]
+            if sorting:
+                assert signals.sort is not None
+                sort_scores = signals.sort
+                if self.sort_rounds > 1:
+                    sort_scores = attention_sort(
+                        self.engine,
+                        lambda order, q=query, t=passage_texts: build_prompt(self.loaded.tokenizer, q, [t[i] for i in order]),
+                        len(passage_texts),
+                        self._sort_heads,
+                        rounds=self.sort_rounds,
+                        first_round=signals.sort,
+                    ).scores
+                for i, value in enumerate(sort_scores):
+                    table[i]["attention_sort"] = value
+            reads.append(_WindowRead(table, signals.head_features if self.fusion.head_weights else None, None))
+        return reads
+
     def _attention_signals(self, query: str, texts: list[str], prompt: TokenizedPrompt, *, sentences: bool) -> _WindowRead:
         """The attention signals of the passages of one prompt (prompt order), raw."""
         sorting = self.sort_rounds > 0
-        read = merge_heads(self.heads, self._sort_heads) if sorting else self.heads
-        if self.fusion.head_weights:
-            read = merge_heads(read, self.fusion.weighted_head_set)
+        read = self._heads_read()
         attention = capture_head_attention(self.engine, prompt, read, sort=sorting)
         heads = score_head_set(attention, self.heads, prompt.passage_spans, sink_factor=self.sink_factor, aggregate=self.aggregate)
         table = [
@@ -418,10 +647,46 @@ class Focuser:
 
 
 @dataclass(frozen=True)
+class _Distinct:
+    """The distinct non-empty texts of a passage list (a duplicate is scored once)."""
+
+    texts: list[str]
+    retriever: list[float | None]
+    """Per text, the best retriever score among its copies (what the fusion reads)."""
+    slot_of: dict[int, int]
+    """Passage index -> index into ``texts``; empty passages are absent."""
+
+
+def _distinct(items: list[Passage]) -> _Distinct:
+    distinct: dict[str, int] = {}
+    best_retriever: list[float | None] = []
+    slot_of: dict[int, int] = {}
+    for index, item in enumerate(items):
+        if not item.text.strip():
+            continue
+        slot = slot_of[index] = distinct.setdefault(item.text, len(distinct))
+        if slot == len(best_retriever):
+            best_retriever.append(item.score)
+        elif item.score is not None:
+            known = best_retriever[slot]
+            best_retriever[slot] = item.score if known is None else max(known, item.score)
+    return _Distinct(list(distinct), best_retriever, slot_of)
+
+
+@dataclass(frozen=True)
 class _WindowRead:
     table: list[dict[str, float]]
     head_features: torch.Tensor | None
     sentences: list[list[ScoredSentence]] | None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a batched run computed for one input that fits one prompt."""
+
+    prompt: TokenizedPrompt
+    read: _WindowRead
+    distraction: DistractionScores | None
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
 
 def cache_root() -> Path:
     """Directory for dequantized weights; ``RAGFOCUS_CACHE_DIR`` overrides the per-user default."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 PREFIX_HEADER = "Here are some paragraphs:\n\n"
 PASSAGE_TEMPLATE = "[{number}] {text}\n\n"
 SUFFIX_TEMPLATE = (
@@ -56,6 +58,43 @@ def build_prompt(tokenizer: object, query: str, texts: Sequence[str]) -> Tokeniz
     The prefix is tokenized with the tokenizer's special tokens (a BOS where the model uses
     one), the suffixes without.
     """
+    return build_prompts(tokenizer, [(query, texts)])[0]
+
+
+def build_prompts(tokenizer: object, requests: Sequence[tuple[str, Sequence[str]]]) -> list[TokenizedPrompt]:
+    """``build_prompt`` for many ``(query, texts)`` pairs, each kind of text tokenized in one
+    call (a fast tokenizer encodes a batch in parallel)."""
+    if not requests:
+        return []
+    prefixes: list[tuple[str, list[tuple[int, int]]]] = [_prefix_text(texts) for _, texts in requests]
+    encoded_prefixes = _encode_many([text for text, _ in prefixes], tokenizer, special=True)
+    queries = [query for query, _ in requests]
+    encoded_queries = _encode_many([SUFFIX_TEMPLATE.format(query=query) for query in queries], tokenizer, special=False)
+    null_ids, null_rows = _encode_suffix(tokenizer, CONTENT_FREE_QUERY)
+    sorts = _encode_many([SORT_SUFFIX_TEMPLATE.format(query=query) for query in queries], tokenizer, special=False)
+    prompts = []
+    for (prefix_text, char_spans), (prefix_ids, prefix_offsets), query, (query_ids, query_offsets), (sort_ids, _) in zip(
+        prefixes, encoded_prefixes, queries, encoded_queries, sorts
+    ):
+        text = SUFFIX_TEMPLATE.format(query=query)
+        start = text.rindex(query)
+        query_rows = _token_span(query_offsets, (start, start + len(query)))
+        if query_rows[0] == query_rows[1]:
+            raise ValueError(f"the query {query!r} produced no tokens")
+        prompts.append(
+            TokenizedPrompt(
+                prefix_ids, _token_spans(prefix_offsets, char_spans), query_ids, query_rows, list(null_ids), null_rows,
+                sort_ids=sort_ids,
+                prefix_offsets=prefix_offsets,
+                passage_chars=char_spans,
+                prefix_text=prefix_text,
+            )
+        )
+    return prompts
+
+
+def _prefix_text(texts: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The prefix (header and numbered passages) and each passage's character range in it."""
     pieces = [PREFIX_HEADER]
     char_spans: list[tuple[int, int]] = []
     cursor = len(PREFIX_HEADER)
@@ -65,19 +104,7 @@ def build_prompt(tokenizer: object, query: str, texts: Sequence[str]) -> Tokeniz
         char_spans.append((start, start + len(text)))
         pieces.append(block)
         cursor += len(block)
-    prefix_text = "".join(pieces)
-    prefix_ids, prefix_offsets = _encode(prefix_text, tokenizer, special=True)
-    passage_spans = [_token_span(prefix_offsets, span) for span in char_spans]
-    query_ids, query_rows = _encode_suffix(tokenizer, query)
-    null_ids, null_rows = _encode_suffix(tokenizer, CONTENT_FREE_QUERY)
-    sort_ids, _ = _encode(SORT_SUFFIX_TEMPLATE.format(query=query), tokenizer, special=False)
-    return TokenizedPrompt(
-        prefix_ids, passage_spans, query_ids, query_rows, null_ids, null_rows,
-        sort_ids=sort_ids,
-        prefix_offsets=prefix_offsets,
-        passage_chars=char_spans,
-        prefix_text=prefix_text,
-    )
+    return "".join(pieces), char_spans
 
 
 def token_span(offsets: Sequence[tuple[int, int]], chars: tuple[int, int]) -> tuple[int, int]:
@@ -96,8 +123,32 @@ def _encode_suffix(tokenizer: object, query: str) -> tuple[list[int], tuple[int,
 
 
 def _encode(text: str, tokenizer: object, *, special: bool) -> tuple[list[int], list[tuple[int, int]]]:
-    encoded = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)  # type: ignore[operator]
-    return list(encoded["input_ids"]), [tuple(pair) for pair in encoded["offset_mapping"]]
+    return _encode_many([text], tokenizer, special=special)[0]
+
+
+def _encode_many(texts: list[str], tokenizer: object, *, special: bool) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    encoded = tokenizer(texts, add_special_tokens=special, return_offsets_mapping=True)  # type: ignore[operator]
+    return [
+        (list(ids), [tuple(pair) for pair in offsets])  # type: ignore[misc]
+        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"])
+    ]
+
+
+def _token_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``_token_span`` of each character range, by binary search when the tokens' offsets
+    run forward (as a prefix's do), else range by range."""
+    table = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = table[:, 0], table[:, 1]
+    if (np.diff(starts) < 0).any() or (np.diff(ends) < 0).any():
+        return [_token_span(offsets, span) for span in spans]
+    nonempty = ends > starts
+    found = []
+    for first, last in spans:
+        low = int(np.searchsorted(ends, first, side="right"))  # the first token ending after ``first``
+        high = int(np.searchsorted(starts, last, side="left"))  # the first token starting at or after ``last``
+        inside = np.flatnonzero(nonempty[low:high]) + low if high > low else ()
+        found.append((int(inside[0]), int(inside[-1]) + 1) if len(inside) else (0, 0))
+    return found
 
 
 def _token_span(offsets: Sequence[tuple[int, int]], chars: tuple[int, int]) -> tuple[int, int]:

@@ -34,7 +34,8 @@ class BatchOptions:
     k: int = 10
     """Default number of passages retrieved for rows that give no ``k``."""
     batch_size: int = 8
-    """Rows read, retrieved and written together (each row is still one ``Focuser.focus`` call)."""
+    """Rows read, retrieved, scored (one ``Focuser.focus_many`` call: their prompts go through
+    the model as one padded batch) and written together."""
 
     def __post_init__(self) -> None:
         SelectionConfig(**self.focus_options())  # the same checks, and messages, as Focuser.focus

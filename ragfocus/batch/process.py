@@ -1,9 +1,9 @@
 """``RowProcessor``: focus a group of rows with one ``Focuser``; shared by both engines.
 
-A group is retrieved together (one embedding call per index), then focused row by row in
-order of input length, longest first. Each row is one ``Focuser.focus`` call: the engine
-scores one query's prompt per forward pass, so ``--batch-size`` groups rows for retrieval,
-writing and (with Ray) shipping to workers, not into one padded forward pass.
+A group is retrieved together (one embedding call per index), then focused together with one
+``Focuser.focus_many`` call: the rows' prompts run through the model as padded, length-sorted
+batches of ``--batch-size`` (a row past one prompt is windowed and scored on its own). A row
+that fails gets its own error; the others go on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ragfocus.batch.index import CorpusIndex
 from ragfocus.batch.options import BatchOptions
 from ragfocus.batch.rows import BatchRow, RowError, error_row, output_row, parse_row
 from ragfocus.focuser import Focuser
-from ragfocus.types import Passage
+from ragfocus.types import FocusResult, Passage
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,20 @@ class RowProcessor:
         positions = {line: position for position, (line, _) in enumerate(records)}  # lines are unique in a job
         passages, retrieve_s = self._retrieve(rows, outcomes, positions)
         ready = [row for row in rows if row.line in passages]
-        for row in sorted(ready, key=lambda r: -sum(len(p.text) for p in passages[r.line])):
-            outcomes[positions[row.line]] = self._focus(row, passages[row.line], retrieve_s.get(row.line, 0.0))
-            if on_row is not None:
-                on_row()
+        if ready:
+            started = time.perf_counter()
+            try:
+                results: list[Any] = self.focuser.focus_many(
+                    [(row.query, passages[row.line]) for row in ready], **self.options.focus_options(),
+                    batch_size=self.options.batch_size, errors="return",
+                )
+            except Exception as error:  # noqa: BLE001 - e.g. the model cannot load: every row says why
+                results = [error] * len(ready)
+            focus_s = (time.perf_counter() - started) / len(ready)
+            for row, result in zip(ready, results):
+                outcomes[positions[row.line]] = self._outcome(row, result, retrieve_s.get(row.line, 0.0), focus_s)
+                if on_row is not None:
+                    on_row()
         return [outcomes[position] for position in range(len(records))]
 
     def _retrieve(
@@ -108,14 +118,10 @@ class RowProcessor:
             self._indexes[corpus] = CorpusIndex(corpus)
         return self._indexes[corpus]
 
-    def _focus(self, row: BatchRow, passages: Sequence[Passage], retrieve_s: float) -> Outcome:
-        started = time.perf_counter()
-        try:
-            result = self.focuser.focus(row.query, passages, **self.options.focus_options())
-        except Exception as error:  # noqa: BLE001 - one row the model cannot take must not stop the job
-            logger.info("row %s (line %d) failed: %s", row.id, row.line, error)
-            return Outcome.failed(row.line, row.id, "focus", f"{type(error).__name__}: {error}")
-        focus_s = time.perf_counter() - started
+    def _outcome(self, row: BatchRow, result: FocusResult | Exception, retrieve_s: float, focus_s: float) -> Outcome:
+        if isinstance(result, Exception):
+            logger.info("row %s (line %d) failed: %s", row.id, row.line, result)
+            return Outcome.failed(row.line, row.id, "focus", f"{type(result).__name__}: {result}")
         timings = {"retrieve_s": retrieve_s, "focus_s": focus_s, "total_s": retrieve_s + focus_s}
         written = output_row(row, result, granularity=self.options.granularity, timings=timings)
         try:

@@ -50,6 +50,9 @@ class _CaptureSession:
     stop_after_layer: int
     rows: Sequence[tuple[int, int]] | None = None
     """Per batch element, the [start, end) positions of the query rows in this forward."""
+    row_weights: torch.Tensor | None = None
+    """(batch, positions) weights of the query rows: the batched capture keeps, per element
+    and head, the weighted sum of its rows' attention (a mean over the rows asked for)."""
     captured: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
 
@@ -78,7 +81,17 @@ def _capturing_attention(
     if session is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     layer = int(module.layer_idx)
-    if session.rows is not None and layer in session.heads:
+    if session.row_weights is not None and layer in session.heads:
+        session.captured[layer] = [
+            weighted_row_attention(
+                query, key, attention_mask,
+                weights=session.row_weights,
+                heads=session.heads[layer],
+                scaling=kwargs.get("scaling") or query.shape[-1] ** -0.5,
+                softcap=kwargs.get("softcap"),
+            )
+        ]
+    elif session.rows is not None and layer in session.heads:
         session.captured[layer] = [
             query_row_attention(
                 query[element : element + 1],
@@ -127,6 +140,39 @@ def query_row_attention(
         allowed = allowed & window if window.dtype == torch.bool else allowed & (window > torch.finfo(window.dtype).min / 2)
     scores = scores.masked_fill(~allowed, float("-inf"))
     return torch.softmax(scores, dim=-1)
+
+
+def weighted_row_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    weights: torch.Tensor,
+    heads: torch.Tensor,
+    scaling: float,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Per batch element and query head in ``heads``, the attention of every key position,
+    summed over the query positions with ``weights`` (batch, q_len): float32 (batch,
+    len(heads), k_len). The whole batch in a few tensor operations, with no host-device
+    synchronisation; the causal mask is by position, the padding mask from ``attention_mask``.
+    """
+    groups = query.shape[1] // key.shape[1]
+    q = query[:, heads].float()
+    k = key[:, heads // groups].float()
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    q_len, k_len = query.shape[2], key.shape[2]
+    positions = torch.arange(q_len, device=query.device) + (k_len - q_len)
+    allowed = (torch.arange(k_len, device=query.device)[None, :] <= positions[:, None])[None, None]
+    if attention_mask is not None:
+        window = attention_mask[:, :, :, :k_len]
+        allowed = allowed & (window if window.dtype == torch.bool else window > torch.finfo(window.dtype).min / 2)
+    probabilities = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    # A row that sees no key (a padding row) is NaN after the softmax and weighs nothing.
+    probabilities = probabilities.nan_to_num(0.0)
+    return torch.einsum("bhqk,bq->bhk", probabilities, weights)
 
 
 @dataclass(frozen=True)
@@ -220,6 +266,86 @@ class AttentionEngine:
         ]
 
     @torch.inference_mode()
+    def mean_suffix_attention_many(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        suffixes: Sequence[Sequence[Sequence[int]]],
+        *,
+        rows: Sequence[Sequence[tuple[int, int]]],
+        heads: HeadSet,
+    ) -> list[list[torch.Tensor]]:
+        """``suffix_attention`` for many prompts at once, averaged over each suffix's rows.
+
+        Every prefix gets the same number of suffixes. The prefixes run as one right-padded
+        batch, with the padding masked, so no position of a real token moves; then all their
+        suffixes run as a second batch over that cache, each with the positions that follow
+        its own prefix. Per prefix and suffix it returns the mean over the suffix's ``rows``
+        of the attention onto the prefix: float32 (selected heads in layer order,
+        len(prefix)), on the model's device. Equal, up to floating-point rounding, to
+        ``suffix_attention(...)[i].mean(dim=1)`` for each prompt alone.
+
+        Memory beyond the model: the KV cache, 2 x layers x kv_heads x head_dim x
+        (len(prefixes) x suffixes) x (longest prefix + longest suffix) values, and per layer
+        read, three float32 tensors of len(prefixes) x suffixes x heads read in that layer x
+        longest suffix x (longest prefix + longest suffix).
+        """
+        if not prefixes:
+            return []
+        count = len(suffixes[0])
+        if len(suffixes) != len(prefixes) or len(rows) != len(prefixes):
+            raise ValueError("one list of suffixes and one of row ranges are needed per prefix")
+        if count == 0 or any(len(group) != count for group in suffixes) or any(len(r) != count for r in rows):
+            raise ValueError("every prefix needs the same number (at least one) of suffixes and row ranges")
+        if any(len(prefix) == 0 for prefix in prefixes):
+            raise ValueError("a prefix is empty")
+        for group, ranges in zip(suffixes, rows):
+            for suffix, (start, end) in zip(group, ranges):
+                if not 0 <= start < end <= len(suffix):
+                    raise ValueError(f"row range {(start, end)} is outside a suffix of {len(suffix)} tokens")
+        head_index = self.validate_heads(heads)
+        last_layer = max(head_index)
+        device = self.device
+        pad = int(self.model.config.pad_token_id or 0)
+        lengths = [len(prefix) for prefix in prefixes]
+        longest = max(lengths)
+        prefix_ids = torch.full((len(prefixes), longest), pad, dtype=torch.long)
+        prefix_mask = torch.zeros((len(prefixes), longest), dtype=torch.long)
+        for element, prefix in enumerate(prefixes):
+            prefix_ids[element, : len(prefix)] = torch.tensor(list(prefix), dtype=torch.long)
+            prefix_mask[element, : len(prefix)] = 1
+        flat = [suffix for group in suffixes for suffix in group]
+        flat_rows = [pair for ranges in rows for pair in ranges]
+        width = max(len(suffix) for suffix in flat)
+        suffix_ids = torch.full((len(flat), width), pad, dtype=torch.long)
+        suffix_mask = torch.zeros((len(flat), width), dtype=torch.long)
+        weights = torch.zeros((len(flat), width), dtype=torch.float32)
+        for element, (suffix, (start, end)) in enumerate(zip(flat, flat_rows)):
+            suffix_ids[element, : len(suffix)] = torch.tensor(list(suffix), dtype=torch.long)
+            suffix_mask[element, : len(suffix)] = 1
+            weights[element, start:end] = 1.0 / (end - start)
+        starts = torch.tensor(lengths, dtype=torch.long).repeat_interleave(count)
+        suffix_positions = starts[:, None] + torch.arange(width)[None, :]
+        full_mask = torch.cat([prefix_mask.repeat_interleave(count, dim=0), suffix_mask], dim=1)
+        # One copy to the device per tensor, before any layer runs.
+        prefix_ids, prefix_mask, suffix_ids, full_mask, suffix_positions, weights = (
+            t.to(device, non_blocking=True) for t in (prefix_ids, prefix_mask, suffix_ids, full_mask, suffix_positions, weights)
+        )
+        cache = DynamicCache(config=self.model.config)
+        positions = torch.arange(longest, device=device)[None, :].expand(len(prefixes), -1)
+        with self._session(_CaptureSession(heads=head_index, stop_after_layer=last_layer)):
+            self._run(prefix_ids, cache, attention_mask=prefix_mask, position_ids=positions)
+        if count > 1:
+            cache.batch_repeat_interleave(count)
+        session = _CaptureSession(heads=head_index, stop_after_layer=last_layer, row_weights=weights)
+        with self._session(session):
+            self._run(suffix_ids, cache, attention_mask=full_mask, position_ids=suffix_positions)
+        captured = torch.cat([session.captured[layer][0] for layer in sorted(head_index)], dim=1)
+        return [
+            [captured[element * count + which, :, : lengths[element]] for which in range(count)]
+            for element in range(len(prefixes))
+        ]
+
+    @torch.inference_mode()
     def greedy_decode(
         self,
         prompt_ids: Sequence[int],
@@ -259,9 +385,9 @@ class AttentionEngine:
             row = (0, 1)
         return steps
 
-    def _run(self, input_ids: torch.Tensor, cache: DynamicCache) -> None:
+    def _run(self, input_ids: torch.Tensor, cache: DynamicCache, **inputs: torch.Tensor) -> None:
         try:
-            self.model.base_model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+            self.model.base_model(input_ids=input_ids, past_key_values=cache, use_cache=True, **inputs)
         except _StopForward:
             return
         raise RuntimeError(

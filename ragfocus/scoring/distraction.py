@@ -55,6 +55,29 @@ def distraction_prompt_ids(tokenizer: object, question: str, passage: str) -> tu
     return prompt, answer
 
 
+def distraction_prompt_ids_many(tokenizer: object, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], list[int]]:
+    """``distraction_prompt_ids`` for many (question, passage) pairs in one tokenizer call: the
+    chat template is rendered once around a marker and the texts are tokenized together."""
+    answer = list(tokenizer(ABSTAIN_ANSWER, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
+    if not pairs:
+        return [], answer
+    users = [USER_TEMPLATE.format(instruction=INSTRUCTION, passage=passage, question=question) for question, passage in pairs]
+    template = getattr(tokenizer, "chat_template", None)
+    if template:
+        marker = "\x00RAGFOCUS_USER\x00"
+        rendered = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+            [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
+        )
+        if rendered.count(marker) != 1:  # a template that transforms the content: render each
+            return [distraction_prompt_ids(tokenizer, question, passage)[0] for question, passage in pairs], answer
+        before, after = rendered.split(marker)
+        texts, special = [before + user + after for user in users], False
+    else:
+        texts, special = [f"{user}\n\nAnswer: " for user in users], True
+    encoded = tokenizer(texts, add_special_tokens=special)["input_ids"]  # type: ignore[operator]
+    return [list(ids) for ids in encoded], answer
+
+
 @torch.inference_mode()
 def distraction_scores(
     model: torch.nn.Module,
@@ -81,24 +104,62 @@ def distraction_scores(
     )
 
 
+@torch.inference_mode()
+def distraction_scores_many(
+    model: torch.nn.Module,
+    tokenizer: object,
+    queries: Sequence[tuple[str, Sequence[str]]],
+    *,
+    batch_size: int = 64,
+) -> list[DistractionScores]:
+    """``distraction_scores`` for many (question, passages) pairs: every (question, passage)
+    prompt of every pair is sorted by length and run ``batch_size`` prompts at a time, so the
+    padding stays small. Equal to ``distraction_scores`` pair by pair up to floating-point
+    rounding."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    jobs = [(number, position, question, passage) for number, (question, passages) in enumerate(queries) for position, passage in enumerate(passages)]
+    prompts, answer = distraction_prompt_ids_many(tokenizer, [(question, passage) for _, _, question, passage in jobs])
+    sequences = [prompt + answer for prompt in prompts]
+    logprobs = [0.0] * len(jobs)
+    by_length = sorted(range(len(jobs)), key=lambda job: len(sequences[job]))
+    for first in range(0, len(by_length), batch_size):
+        chunk = by_length[first : first + batch_size]
+        for job, value in zip(chunk, _sequence_logprobs(model, [sequences[job] for job in chunk], len(answer))):
+            logprobs[job] = value
+    found: list[list[float]] = [[0.0] * len(passages) for _, passages in queries]
+    for (number, position, _, _), value in zip(jobs, logprobs):
+        found[number][position] = value
+    return [
+        DistractionScores(distraction=[1.0 - math.exp(value) for value in values], abstain_logprob=values)
+        for values in found
+    ]
+
+
 def _abstain_logprobs(model: torch.nn.Module, tokenizer: object, question: str, passages: Sequence[str]) -> list[float]:
-    device = next(model.parameters()).device
     sequences = []
     answer: list[int] = []
     for passage in passages:
         prompt, answer = distraction_prompt_ids(tokenizer, question, passage)
         sequences.append(prompt + answer)
+    return _sequence_logprobs(model, sequences, len(answer))
+
+
+def _sequence_logprobs(model: torch.nn.Module, sequences: Sequence[list[int]], answer_length: int) -> list[float]:
+    """log P of each sequence's last ``answer_length`` tokens given the rest (left-padded batch)."""
+    device = next(model.parameters()).device
     width = max(len(sequence) for sequence in sequences)
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long, device=device)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):
-        ids[row, width - len(sequence) :] = torch.tensor(sequence, device=device)
+        ids[row, width - len(sequence) :] = torch.tensor(sequence)
         mask[row, width - len(sequence) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     # Logits of the position before each answer token and of every answer token but the last.
-    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=len(answer) + 1)
+    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=answer_length + 1)
     logits = output.logits[:, :-1].float()
-    targets = torch.tensor(answer, device=device).expand(len(sequences), -1)
+    targets = ids[:, width - answer_length :]
     chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
-    return [float(value) for value in chosen.sum(dim=1).double()]
+    return chosen.sum(dim=1).double().cpu().tolist()

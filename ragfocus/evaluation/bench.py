@@ -1,0 +1,265 @@
+"""``ragfocus bench``: throughput of ``Focuser.rank`` against a bare forward pass, in one run.
+
+On the same model, device and HotpotQA prompts it times, in this order:
+
+1. a bare batched forward of the model over the ranking prompts (prefix and query, padded and
+   length-sorted exactly as ``Focuser.rank_many`` pads them, no attention output, no LM head),
+   from token ids already on the host;
+2. ``Focuser.rank_many`` from the strings (tokenization, capture, distraction, fusion:
+   everything a caller waits for);
+3. optionally ``Focuser.rank`` one query at a time, on the first questions, for the batching
+   speed-up;
+4. optionally LongLLMLingua's ranking (``llmlingua``'s own code, Jiang et al., ACL 2024) on the
+   same model object, as a peer row.
+
+Each phase starts after a warm-up batch and ends with a device synchronisation; peak GPU
+memory is reset before each. The share of the GPU's peak bf16 throughput is the model FLOPs of
+one forward over the prompts (2 x non-embedding parameters per token plus causal attention)
+divided by the phase's seconds and by the chip's dense bf16 peak from its data sheet.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+import torch
+
+from ragfocus.evaluation.datasets import HotpotQuestion
+from ragfocus.focuser import Focuser
+from ragfocus.prompt import build_prompt
+
+logger = logging.getLogger(__name__)
+
+PEAK_BF16_DENSE = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989.4e12),
+    ("H200", 989.4e12),
+    ("GH200", 989.4e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+)
+"""Dense bf16 tensor-core peak (FLOP/s) by device-name fragment, first match wins (NVIDIA data
+sheets; the SXM figure for H100/H200 without "PCIe" in the name)."""
+
+
+@dataclass(frozen=True)
+class PhaseTiming:
+    """One timed phase."""
+
+    name: str
+    queries: int
+    seconds: float
+    tokens: int
+    peak_memory_mib: float | None
+
+    @property
+    def queries_per_second(self) -> float:
+        return self.queries / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class BenchReport:
+    """What ``ragfocus bench`` measured; ``to_dict`` is its JSON."""
+
+    model: str
+    device: str
+    device_name: str
+    dtype: str
+    batch_size: int
+    distraction: bool
+    questions: tuple[int, int]
+    """First and last HotpotQA dev index."""
+    count: int
+    """Questions in the bare-forward and ``rank_many`` phases."""
+    mean_prompt_tokens: float
+    forward_flops: float
+    """Model FLOPs of one forward over every prompt (non-embedding matmuls + causal attention)."""
+    peak_flops: float | None
+    phases: list[PhaseTiming] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def phase(self, name: str) -> PhaseTiming | None:
+        return next((phase for phase in self.phases if phase.name == name), None)
+
+    @property
+    def rank_over_forward(self) -> float | None:
+        """Seconds of ``Focuser.rank_many`` over seconds of the bare forward, same prompts."""
+        rank, bare = self.phase("rank_many"), self.phase("bare_forward")
+        if rank is None or bare is None:
+            return None
+        return (rank.seconds / rank.queries) / (bare.seconds / bare.queries)
+
+    def share_of_peak(self, phase: PhaseTiming) -> float | None:
+        """The forward's FLOPs per second of ``phase`` over the chip's bf16 peak."""
+        if self.peak_flops is None or phase.seconds <= 0:
+            return None
+        per_query = self.forward_flops / max(self.count, 1)
+        return per_query * phase.queries / phase.seconds / self.peak_flops
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = {key: value for key, value in asdict(self).items() if key != "phases"}
+        payload["phases"] = [
+            {
+                **asdict(phase),
+                "queries_per_second": phase.queries_per_second,
+                "tokens_per_second": phase.tokens_per_second,
+                "share_of_peak_bf16": self.share_of_peak(phase),
+            }
+            for phase in self.phases
+        ]
+        payload["rank_over_forward"] = self.rank_over_forward
+        return payload
+
+
+def peak_bf16_flops(device: torch.device) -> float | None:
+    """The dense bf16 peak of a CUDA device from ``PEAK_BF16_DENSE``; ``None`` when unknown."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for fragment, peak in PEAK_BF16_DENSE if fragment in name), None)
+
+
+def forward_flops(model: torch.nn.Module, lengths: Sequence[int]) -> float:
+    """2 x non-embedding parameters per token, plus 2 x layers x hidden x n^2 per prompt of n
+    tokens for causal attention (QK^T and AV over half the square)."""
+    config = model.config
+    embedding = model.get_input_embeddings().weight.numel()
+    parameters = sum(p.numel() for p in model.base_model.parameters()) - embedding
+    layers, hidden = int(config.num_hidden_layers), int(config.hidden_size)
+    return float(sum(2 * parameters * n + 2 * layers * hidden * n * n for n in lengths))
+
+
+def run_bench(
+    focuser: Focuser,
+    questions: Sequence[HotpotQuestion],
+    *,
+    batch_size: int,
+    single_questions: int = 0,
+    peer_questions: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Time the phases above on ``questions`` (all of them for the bare forward and
+    ``rank_many``; the first ``single_questions`` / ``peer_questions`` for the others)."""
+    if not questions:
+        raise ValueError("no questions to run")
+    say = progress or (lambda message: logger.info("%s", message))
+    loaded = focuser.loaded
+    device = loaded.device
+    requests = [(q.question, q.paragraphs) for q in questions]
+    prompts = [build_prompt(loaded.tokenizer, q.question, q.paragraphs) for q in questions]
+    token_ids = [p.prefix_ids + p.query_ids for p in prompts]
+    lengths = [len(ids) for ids in token_ids]
+    report = BenchReport(
+        model=loaded.name,
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        batch_size=batch_size,
+        distraction=focuser.distraction,
+        questions=(questions[0].index, questions[-1].index),
+        count=len(questions),
+        mean_prompt_tokens=sum(lengths) / len(lengths),
+        forward_flops=forward_flops(loaded.model, lengths),
+        peak_flops=peak_bf16_flops(device),
+        extra={"date": date.today().isoformat(), "torch": torch.__version__},
+    )
+    say("warm-up")
+    warm = min(batch_size, len(questions))
+    bare_forward(loaded.model, token_ids[:warm], batch_size=batch_size)
+    focuser.rank_many(requests[:warm], batch_size=batch_size)
+
+    say(f"bare forward over {len(questions)} prompts")
+    report.phases.append(_timed("bare_forward", device, len(questions), sum(lengths),
+                                lambda: bare_forward(loaded.model, token_ids, batch_size=batch_size)))
+    say(f"Focuser.rank_many over {len(questions)} questions")
+    report.phases.append(_timed("rank_many", device, len(questions), sum(lengths),
+                                lambda: focuser.rank_many(requests, batch_size=batch_size)))
+    if single_questions:
+        count = min(single_questions, len(questions))
+        say(f"Focuser.rank one at a time over {count} questions")
+        report.phases.append(_timed("rank_one_at_a_time", device, count, sum(lengths[:count]),
+                                    lambda: [focuser.rank(q, p) for q, p in requests[:count]]))
+    if peer_questions:
+        from ragfocus.evaluation.peers import longllmlingua_scores
+
+        count = min(peer_questions, len(questions))
+        longllmlingua_scores(loaded, *requests[0])  # its own warm-up
+        say(f"LongLLMLingua ranking over {count} questions")
+        report.phases.append(_timed("longllmlingua", device, count, sum(lengths[:count]),
+                                    lambda: [longllmlingua_scores(loaded, q, p) for q, p in requests[:count]]))
+    return report
+
+
+@torch.inference_mode()
+def bare_forward(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, batch_size: int) -> None:
+    """The model's plain forward (SDPA, no cache, no attention output, no LM head) over
+    ``token_ids``, longest first, ``batch_size`` right-padded prompts at a time."""
+    device = next(model.parameters()).device
+    pad = int(getattr(model.config, "pad_token_id", None) or 0)
+    order = sorted(range(len(token_ids)), key=lambda index: -len(token_ids[index]))
+    for first in range(0, len(order), batch_size):
+        chunk = [token_ids[index] for index in order[first : first + batch_size]]
+        width = max(len(ids) for ids in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, sequence in enumerate(chunk):
+            ids[row, : len(sequence)] = torch.tensor(list(sequence), dtype=torch.long)
+            mask[row, : len(sequence)] = 1
+        model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+
+
+def _timed(name: str, device: torch.device, queries: int, tokens: int, work: Callable[[], object]) -> PhaseTiming:
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    work()
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+    return PhaseTiming(name=name, queries=queries, seconds=seconds, tokens=tokens, peak_memory_mib=peak)
+
+
+def render_bench(report: BenchReport) -> str:
+    """The report as a table (rich, plain text)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=(
+        f"{report.model} on {report.device_name} ({report.dtype}), batch {report.batch_size}, "
+        f"HotpotQA dev {report.questions[0]}-{report.questions[1]}, {report.mean_prompt_tokens:.0f} prompt tokens on average, "
+        f"distraction {'on' if report.distraction else 'off'}"
+    ))
+    for column in ("phase", "queries", "seconds", "queries/s", "tokens/s", "peak GPU MiB", "share of bf16 peak"):
+        table.add_column(column, justify="right" if column != "phase" else "left")
+    for phase in report.phases:
+        share = report.share_of_peak(phase)
+        table.add_row(
+            phase.name, str(phase.queries), f"{phase.seconds:.2f}", f"{phase.queries_per_second:.1f}",
+            f"{phase.tokens_per_second:,.0f}",
+            "-" if phase.peak_memory_mib is None else f"{phase.peak_memory_mib:,.0f}",
+            "-" if share is None else f"{share:.1%}",
+        )
+    console = Console(width=160, record=True, file=None)
+    with console.capture() as captured:
+        console.print(table)
+        ratio = report.rank_over_forward
+        if ratio is not None:
+            console.print(f"Focuser.rank_many / bare forward, time per query: {ratio:.2f}x")
+        single, rank = report.phase("rank_one_at_a_time"), report.phase("rank_many")
+        if single is not None and rank is not None:
+            console.print(f"rank_many / rank one at a time, queries per second: {rank.queries_per_second / single.queries_per_second:.2f}x")
+    return captured.get()

@@ -1,0 +1,163 @@
+"""The attention signals of many ranking prompts at once, on the device that captured them.
+
+The same quantities as ``retrieval_heads.score_head_set`` (ICR's calibrated attention, Chen et
+al., ICLR 2025, with sinks masked), ``retrieval_heads.learned_head_features`` and
+``attention_sort.passage_attention`` (Peysakhovich & Lerer, 2023) compute for one prompt, but
+for a padded batch of prompts in a handful of tensor operations: per-passage sums are one
+batched product with a token-to-passage matrix, and the sink threshold is a per-prompt median
+over passage tokens. Only the per-passage results (a few numbers per passage and head) leave
+the device, in one copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ragfocus.engine import HeadSet
+from ragfocus.scoring.retrieval_heads import Aggregate, check_aggregate
+
+
+@dataclass(frozen=True)
+class PromptSignals:
+    """One prompt's attention signals, per passage in prompt order."""
+
+    calibrated: list[float]
+    query_mass: list[float]
+    null_mass: list[float]
+    head_features: torch.Tensor | None
+    """(weighted heads in weights order, passages) float64 on the CPU, or ``None``."""
+    sort: list[float] | None
+    """Mean attention per token of the sorting suffix's answer position (summed over the sort
+    heads), or ``None``."""
+
+
+def batched_prompt_signals(
+    captured: Sequence[Sequence[torch.Tensor]],
+    order: Sequence[tuple[int, int]],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    *,
+    heads: HeadSet,
+    weights: Sequence[tuple[int, int, float]] = (),
+    sort_heads: HeadSet | None = None,
+    sink_factor: float | None,
+    aggregate: Aggregate = "mean",
+) -> list[PromptSignals]:
+    """Signals of each prompt from its captured attention.
+
+    Args:
+        captured: per prompt ``[query, null]`` or ``[query, null, sort]``, each (heads in
+            ``order``, prefix tokens) as ``AttentionEngine.mean_suffix_attention_many`` returns.
+        order: the (layer, head) of each captured row.
+        spans: per prompt, each passage's [start, end) prefix tokens.
+        heads: the retrieval heads summed into the calibrated score.
+        weights: (layer, head, weight) of the learned heads, whose per-head features are kept.
+        sort_heads: the heads of attention sorting (needs a third, sorting, capture).
+    """
+    check_aggregate(aggregate)
+    if not captured:
+        return []
+    if len(spans) != len(captured):
+        raise ValueError("one list of passage spans is needed per prompt")
+    device = captured[0][0].device
+    row_of = {pair: row for row, pair in enumerate(order)}
+    retrieval_rows = _rows(row_of, heads)
+    width = max(part.shape[-1] for group in captured for part in group)
+    passages = max(len(prompt_spans) for prompt_spans in spans) or 1
+    query = _stack([group[0] for group in captured], width)
+    null = _stack([group[1] for group in captured], width)
+    membership, inside, lengths = _membership(spans, width, passages, device)
+
+    query_sum = query[:, retrieval_rows].sum(dim=1)
+    null_sum = null[:, retrieval_rows].sum(dim=1)
+    keep = _non_sink(null_sum, inside, sink_factor)
+    query_mass = _span_sums((query_sum * keep).double(), membership)
+    null_mass = _span_sums((null_sum * keep).double(), membership)
+    if aggregate == "mean":
+        counts = _span_sums(keep.double(), membership).clamp(min=1.0)
+        query_mass, null_mass = query_mass / counts, null_mass / counts
+    results = [query_mass, null_mass]
+
+    if weights:
+        weighted_rows = [_row(row_of, (layer, head)) for layer, head, _ in weights]
+        distinct = sorted(set(weighted_rows))
+        weighted_keep = _non_sink(null[:, distinct].double().sum(dim=1), inside, sink_factor)
+        calibrated = (query[:, weighted_rows].double() - null[:, weighted_rows].double()) * weighted_keep[:, None]
+        sums = torch.bmm(calibrated, membership)
+        counts = _span_sums(weighted_keep, membership).clamp(min=1.0)
+        results.append(sums / counts[:, None, :])
+    if sort_heads is not None:
+        if any(len(group) < 3 for group in captured):
+            raise ValueError("attention sorting needs the sorting suffix's capture (a third per prompt)")
+        sort = _stack([group[2] for group in captured], width)[:, _rows(row_of, sort_heads)].sum(dim=1).double()
+        results.append(_span_sums(sort, membership) / lengths.clamp(min=1.0))
+
+    host = [tensor.cpu() for tensor in results]  # the only copies back to the host
+    signals = []
+    for element, prompt_spans in enumerate(spans):
+        count = len(prompt_spans)
+        query_list = host[0][element, :count].tolist()
+        null_list = host[1][element, :count].tolist()
+        features = host[2][element, :, :count] if weights else None
+        sort_list = host[-1][element, :count].tolist() if sort_heads is not None else None
+        signals.append(
+            PromptSignals(
+                calibrated=[q - n for q, n in zip(query_list, null_list)],
+                query_mass=query_list,
+                null_mass=null_list,
+                head_features=features,
+                sort=sort_list,
+            )
+        )
+    return signals
+
+
+def _rows(row_of: dict[tuple[int, int], int], heads: HeadSet) -> list[int]:
+    return sorted({_row(row_of, (int(layer), int(head))) for layer, layer_heads in heads.items() for head in layer_heads})
+
+
+def _row(row_of: dict[tuple[int, int], int], pair: tuple[int, int]) -> int:
+    if pair not in row_of:
+        raise ValueError(f"head {pair} was not captured")
+    return row_of[pair]
+
+
+def _stack(parts: Sequence[torch.Tensor], width: int) -> torch.Tensor:
+    """(prompts, heads, width), each prompt's tokens first and zeros after."""
+    stacked = parts[0].new_zeros((len(parts), parts[0].shape[0], width))
+    for element, part in enumerate(parts):
+        stacked[element, :, : part.shape[-1]] = part
+    return stacked
+
+
+def _membership(
+    spans: Sequence[Sequence[tuple[int, int]]], width: int, passages: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token-to-passage matrix (prompts, width, passages) float64, the passage-token mask
+    (prompts, width) and each span's length (prompts, passages), built on the host and
+    copied once."""
+    membership = torch.zeros((len(spans), width, passages), dtype=torch.float64)
+    lengths = torch.zeros((len(spans), passages), dtype=torch.float64)
+    for element, prompt_spans in enumerate(spans):
+        for passage, (start, end) in enumerate(prompt_spans):
+            membership[element, start:end, passage] = 1.0
+            lengths[element, passage] = max(end - start, 0)
+    inside = membership.sum(dim=2) > 0
+    return membership.to(device), inside.to(device), lengths.to(device)
+
+
+def _non_sink(null_per_token: torch.Tensor, inside: torch.Tensor, sink_factor: float | None) -> torch.Tensor:
+    """1 where a token is kept, 0 where the content-free query gives it more than
+    ``sink_factor`` times the median attention of the prompt's passage tokens."""
+    if sink_factor is None:
+        return torch.ones_like(null_per_token)
+    median = torch.nanmedian(null_per_token.masked_fill(~inside, float("nan")), dim=1).values
+    sink = null_per_token > sink_factor * median[:, None]  # NaN median (no passage token): no sink
+    return (~sink).to(null_per_token.dtype)
+
+
+def _span_sums(per_token: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """(prompts, tokens) -> (prompts, passages) sums over each passage's tokens."""
+    return torch.bmm(per_token.double()[:, None, :], membership)[:, 0, :]

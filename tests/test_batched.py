@@ -1,0 +1,196 @@
+"""Batched scoring (``Focuser.rank_many``/``focus_many``), the bf16 path and ``ragfocus bench``.
+
+The GPU path is batched and bf16; here, on CPU, it is checked against the one-at-a-time
+float32 path on the real default model: the batched float32 run must give the same rankings
+and scores up to rounding, and the bf16 run the same top 2 with scores within bf16 tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ragfocus import Focuser
+from ragfocus.evaluation.bench import BenchReport, forward_flops, render_bench, run_bench
+from ragfocus.evaluation.datasets import hotpotqa
+from ragfocus.evaluation.rankings import compare_rankings, record_rankings
+from ragfocus.models import LoadedModel, load_model
+from ragfocus.prompt import build_prompt
+from ragfocus.scoring.distraction import distraction_prompt_ids, distraction_prompt_ids_many
+from ragfocus.types import Passage
+
+
+@pytest.fixture(scope="module")
+def dev_questions():
+    return hotpotqa(40, 6)
+
+
+def _by_index(ranked):
+    return {p.index: p for p in ranked}
+
+
+def test_batched_capture_equals_one_prompt_capture(default_focuser: Focuser, dev_questions) -> None:
+    engine = default_focuser.engine
+    heads = {12: [0, 3], 20: [1, 8]}
+    prompts = [build_prompt(default_focuser.loaded.tokenizer, q.question, q.paragraphs[:4]) for q in dev_questions[:3]]
+    assert len({len(p.prefix_ids) for p in prompts}) == 3  # different lengths: the padding is exercised
+    many = engine.mean_suffix_attention_many(
+        [p.prefix_ids for p in prompts],
+        [[p.query_ids, p.null_ids] for p in prompts],
+        rows=[[p.query_rows, p.null_rows] for p in prompts],
+        heads=heads,
+    )
+    for prompt, batched in zip(prompts, many):
+        alone = engine.suffix_attention(prompt.prefix_ids, [prompt.query_ids, prompt.null_ids],
+                                        rows=[prompt.query_rows, prompt.null_rows], heads=heads)
+        for single, together in zip(alone, batched):
+            assert together.shape == (4, len(prompt.prefix_ids))
+            torch.testing.assert_close(together, single.mean(dim=1), atol=2e-5, rtol=1e-4)
+
+
+def test_batched_capture_rejects_mismatched_suffixes(default_focuser: Focuser) -> None:
+    engine = default_focuser.engine
+    with pytest.raises(ValueError, match="same number"):
+        engine.mean_suffix_attention_many([[1, 2, 3], [4, 5]], [[[6, 7]], [[6, 7], [8, 9]]], rows=[[(0, 1)], [(0, 1), (0, 1)]], heads={0: [0]})
+    with pytest.raises(ValueError, match="outside a suffix"):
+        engine.mean_suffix_attention_many([[1, 2, 3]], [[[6, 7]]], rows=[[(0, 3)]], heads={0: [0]})
+
+
+def test_rank_many_equals_rank_on_the_default_model(default_focuser: Focuser, dev_questions) -> None:
+    requests = [(q.question, q.paragraphs) for q in dev_questions[:4]]
+    batched = default_focuser.rank_many(requests, batch_size=3)  # one batch of 3 and one of 1
+    for (query, passages), together in zip(requests, batched):
+        alone = default_focuser.rank(query, passages)
+        assert [p.index for p in together] == [p.index for p in alone]
+        mine, theirs = _by_index(alone), _by_index(together)
+        for index, passage in mine.items():
+            assert theirs[index].score == pytest.approx(passage.score, abs=1e-4)
+            assert set(theirs[index].signals) == set(passage.signals)
+            for name, value in passage.signals.items():
+                assert theirs[index].signals[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
+
+
+def test_bf16_batched_ranks_as_float32_one_at_a_time(default_model: LoadedModel, dev_questions) -> None:
+    """The GPU configuration (bf16 weights, batched), run on CPU, against the CPU default."""
+    reference = record_rankings(Focuser(default_model), dev_questions, progress=False)
+    bf16 = Focuser(load_model(device="cpu", dtype=torch.bfloat16))
+    assert bf16.loaded.dtype == torch.bfloat16
+    candidate = record_rankings(bf16, dev_questions, batch_size=3, progress=False)
+    agreement = compare_rankings(reference, candidate)
+    assert agreement.questions == len(dev_questions)
+    assert agreement.same_top2 >= 5 / 6, agreement
+    # bf16 keeps 8 bits of mantissa: fused scores (z-score sums of order 1) move by a few 1e-2.
+    assert agreement.mean_score_difference < 0.05 * agreement.score_scale, agreement
+    assert agreement.max_score_difference < 0.5, agreement
+
+
+def test_rank_many_windows_mixed_inputs_and_bad_rows(tiny_model: LoadedModel) -> None:
+    focuser = Focuser(tiny_model, window_tokens=160, final_round=0)
+    long_text = " ".join(f"Sentence {i} tells about river number {i}." for i in range(60))
+    requests = [
+        ("Which river?", ["The Nile is long.", "Paris is a city.", long_text]),  # past one window
+        ("", ["text"]),                                                              # empty query
+        ("Where is Paris?", ["Paris is in France.", "", "Berlin is in Germany."]),  # an empty passage
+        ("Who?", "not a list"),                                                      # bad passages
+        ("Which city?", [Passage("Rome is a city.", id="r", metadata={"k": [1]}, score=0.5), "Oslo."]),
+    ]
+    snapshot = json.dumps([repr(r) for r in requests])
+    outcomes = focuser.rank_many(requests, batch_size=2, errors="return")
+    assert json.dumps([repr(r) for r in requests]) == snapshot  # inputs are not mutated
+    assert len(outcomes) == len(requests)
+    assert isinstance(outcomes[1], ValueError) and "query is empty" in str(outcomes[1])
+    assert isinstance(outcomes[3], TypeError)
+    for number in (0, 2, 4):
+        query, passages = requests[number]
+        alone = focuser.rank(query, passages)
+        together = outcomes[number]
+        assert [p.index for p in together] == [p.index for p in alone]
+        for a, b in zip(alone, together):
+            assert (math.isinf(a.score) and a.score == b.score) or b.score == pytest.approx(a.score, abs=1e-4)
+    assert outcomes[0][0].parts or any(p.parts for p in outcomes[0])  # the long text was scored in parts
+    assert outcomes[4][0].passage.metadata == {"k": [1]} or outcomes[4][1].passage.metadata == {"k": [1]}
+    with pytest.raises(ValueError, match="query is empty"):
+        focuser.rank_many(requests, errors="raise")
+    with pytest.raises(ValueError, match="batch_size"):
+        focuser.rank_many(requests[:1], batch_size=0)
+
+
+def test_focus_many_equals_focus(tiny_model: LoadedModel) -> None:
+    focuser = Focuser(tiny_model)
+    requests = [
+        ("Where is Paris?", ["Paris is the capital of France.", "The Nile flows north.", "France borders Spain."]),
+        ("Who wrote Hamlet?", ["Hamlet is a play by Shakespeare.", "Macbeth is a tragedy."]),
+    ]
+    many = focuser.focus_many(requests, budget=12, order="original", batch_size=2)
+    for (query, passages), together in zip(requests, many):
+        alone = focuser.focus(query, passages, budget=12, order="original")
+        assert together.context == alone.context
+        assert [p.index for p in together.kept] == [p.index for p in alone.kept]
+        assert together.tokens_in == alone.tokens_in and together.tokens_out == alone.tokens_out
+
+
+def test_distraction_prompts_tokenized_together_equal_one_by_one(default_model: LoadedModel) -> None:
+    tokenizer = default_model.tokenizer
+    pairs = [("Who wrote Hamlet?", "Hamlet is a play."), ("Where?", "  spaced  text\nwith lines "), ("Q", "<b>markup</b> & more")]
+    prompts, answer = distraction_prompt_ids_many(tokenizer, pairs)
+    for (question, passage), ids in zip(pairs, prompts):
+        single, single_answer = distraction_prompt_ids(tokenizer, question, passage)
+        assert ids == single and answer == single_answer
+
+
+def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
+    focuser = Focuser(tiny_model)
+    questions = hotpotqa(0, 3)
+    report = run_bench(focuser, questions, batch_size=2, single_questions=2)
+    assert [phase.name for phase in report.phases] == ["bare_forward", "rank_many", "rank_one_at_a_time"]
+    assert report.count == 3 and report.questions == (0, 2)
+    assert all(phase.seconds > 0 and phase.queries_per_second > 0 for phase in report.phases)
+    assert report.rank_over_forward is not None and report.rank_over_forward > 0
+    assert report.peak_flops is None and report.share_of_peak(report.phases[0]) is None  # CPU: no data-sheet peak
+    payload = json.loads(json.dumps(report.to_dict()))
+    assert payload["phases"][1]["tokens"] == payload["phases"][0]["tokens"] > 0
+    text = render_bench(report)
+    assert "rank_many" in text and "bare forward" in text
+
+
+def test_forward_flops_counts_parameters_and_attention(tiny_model: LoadedModel) -> None:
+    model = tiny_model.model
+    embedding = model.get_input_embeddings().weight.numel()
+    parameters = sum(p.numel() for p in model.base_model.parameters()) - embedding
+    config = model.config
+    expected = 2 * parameters * 10 + 2 * config.num_hidden_layers * config.hidden_size * 100
+    assert forward_flops(model, [10]) == expected
+    assert forward_flops(model, [10, 10]) == 2 * expected
+
+
+def test_compare_rankings_counts_top2_and_score_differences() -> None:
+    def recording(orders, scores):
+        return {"format": "ragfocus-rankings/1", "questions": [
+            {"index": i, "order": o, "scores": s} for i, (o, s) in enumerate(zip(orders, scores))
+        ]}
+
+    reference = recording([[0, 1, 2], [2, 1, 0]], [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
+    candidate = recording([[1, 0, 2], [2, 0, 1]], [[2.9, 3.1, 1.0], [1.5, 1.2, 3.0]])
+    agreement = compare_rankings(reference, candidate)
+    assert agreement.same_top2 == 0.5 and agreement.same_top1 == 0.5
+    assert agreement.differing == [1]
+    assert agreement.max_score_difference == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="share no question"):
+        compare_rankings(reference, recording([], []))
+    with pytest.raises(ValueError, match="not a ragfocus-rankings"):
+        compare_rankings({"questions": []}, candidate)
+
+
+def test_bench_report_ratio_is_per_query() -> None:
+    from ragfocus.evaluation.bench import PhaseTiming
+
+    report = BenchReport(model="m", device="cuda", device_name="NVIDIA H100 80GB HBM3", dtype="bfloat16", batch_size=8,
+                         distraction=False, questions=(0, 99), count=100, mean_prompt_tokens=1.0, forward_flops=1e15,
+                         peak_flops=1e15)
+    report.phases += [PhaseTiming("bare_forward", 100, 1.0, 100, 10.0), PhaseTiming("rank_many", 100, 1.2, 100, 12.0)]
+    assert report.rank_over_forward == pytest.approx(1.2)
+    assert report.share_of_peak(report.phases[0]) == pytest.approx(1.0)
+    assert report.share_of_peak(report.phases[1]) == pytest.approx(1 / 1.2)
