@@ -46,8 +46,9 @@ class WindowPlan:
     units: list[Unit]
     windows: list[list[int]]
     """Per window, the indices into ``units`` it holds, in input order."""
-    overhead: int
-    """Tokens of the prompt without any passage (instruction, query, special tokens)."""
+    overhead: int | None
+    """Tokens of the prompt without any passage (instruction, query, special tokens); ``None``
+    without a limit (nothing is packed, so it is not counted)."""
 
 
 def plan_windows(
@@ -59,10 +60,10 @@ def plan_windows(
     Raises:
         ValueError: the query with the instruction alone leaves no room for a passage.
     """
-    overhead = build_prompt(tokenizer, query, []).total_tokens
     if limit is None:
         units = [Unit(item, 0, len(text), text) for item, text in enumerate(texts)]
-        return WindowPlan(units, [list(range(len(units)))] if units else [], overhead)
+        return WindowPlan(units, [list(range(len(units)))] if units else [], None)
+    overhead = build_prompt(tokenizer, query, []).total_tokens
     room = limit - overhead - SLACK_TOKENS
     if room < 16:
         raise ValueError(

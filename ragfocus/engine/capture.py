@@ -157,21 +157,26 @@ def weighted_row_attention(
     len(heads), k_len). The whole batch in a few tensor operations, with no host-device
     synchronisation; the causal mask is by position, the padding mask from ``attention_mask``.
     """
-    groups = query.shape[1] // key.shape[1]
-    q = query[:, heads].float()
-    k = key[:, heads // groups].float()
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+    batch, query_heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    groups = query_heads // kv_heads
+    # Each key/value head is converted to float32 once and shared by its query heads (no
+    # gather that would copy it once per query head); the heads not asked for are dropped after.
+    q = query.float().reshape(batch, kv_heads, groups * q_len, dim)
+    k = key.float()
+    scores = (torch.matmul(q, k.transpose(-1, -2)) * scaling).view(batch, query_heads, q_len, k_len)
+    if len(heads) < query_heads:
+        scores = scores[:, heads]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    q_len, k_len = query.shape[2], key.shape[2]
     positions = torch.arange(q_len, device=query.device) + (k_len - q_len)
     allowed = (torch.arange(k_len, device=query.device)[None, :] <= positions[:, None])[None, None]
     if attention_mask is not None:
         window = attention_mask[:, :, :, :k_len]
         allowed = allowed & (window if window.dtype == torch.bool else window > torch.finfo(window.dtype).min / 2)
-    probabilities = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    probabilities = torch.softmax(scores.masked_fill_(~allowed, float("-inf")), dim=-1)
     # A row that sees no key (a padding row) is NaN after the softmax and weighs nothing.
-    probabilities = probabilities.nan_to_num(0.0)
+    probabilities.nan_to_num_(0.0)
     return torch.einsum("bhqk,bq->bhk", probabilities, weights)
 
 
