@@ -30,6 +30,8 @@ from transformers.cache_utils import DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from ragfocus.engine.kernels import batched_attention_kernels, padded_width
+
 CAPTURE_IMPLEMENTATION = "ragfocus_capture"
 """Name under which the capturing attention is registered with transformers."""
 
@@ -312,7 +314,7 @@ class AttentionEngine:
         device = self.device
         pad = int(self.model.config.pad_token_id or 0)
         lengths = [len(prefix) for prefix in prefixes]
-        longest = max(lengths)
+        longest = padded_width(max(lengths))
         prefix_ids = torch.full((len(prefixes), longest), pad, dtype=torch.long)
         prefix_mask = torch.zeros((len(prefixes), longest), dtype=torch.long)
         for element, prefix in enumerate(prefixes):
@@ -320,7 +322,7 @@ class AttentionEngine:
             prefix_mask[element, : len(prefix)] = 1
         flat = [suffix for group in suffixes for suffix in group]
         flat_rows = [pair for ranges in rows for pair in ranges]
-        width = max(len(suffix) for suffix in flat)
+        width = padded_width(max(len(suffix) for suffix in flat), 16)
         suffix_ids = torch.full((len(flat), width), pad, dtype=torch.long)
         suffix_mask = torch.zeros((len(flat), width), dtype=torch.long)
         weights = torch.zeros((len(flat), width), dtype=torch.float32)
@@ -337,13 +339,14 @@ class AttentionEngine:
         )
         cache = DynamicCache(config=self.model.config)
         positions = torch.arange(longest, device=device)[None, :].expand(len(prefixes), -1)
-        with self._session(_CaptureSession(heads=head_index, stop_after_layer=last_layer)):
-            self._run(prefix_ids, cache, attention_mask=prefix_mask, position_ids=positions)
-        if count > 1:
-            cache.batch_repeat_interleave(count)
-        session = _CaptureSession(heads=head_index, stop_after_layer=last_layer, row_weights=weights)
-        with self._session(session):
-            self._run(suffix_ids, cache, attention_mask=full_mask, position_ids=suffix_positions)
+        with batched_attention_kernels(device):
+            with self._session(_CaptureSession(heads=head_index, stop_after_layer=last_layer)):
+                self._run(prefix_ids, cache, attention_mask=prefix_mask, position_ids=positions)
+            if count > 1:
+                cache.batch_repeat_interleave(count)
+            session = _CaptureSession(heads=head_index, stop_after_layer=last_layer, row_weights=weights)
+            with self._session(session):
+                self._run(suffix_ids, cache, attention_mask=full_mask, position_ids=suffix_positions)
         captured = torch.cat([session.captured[layer][0] for layer in sorted(head_index)], dim=1)
         return [
             [captured[element * count + which, :, : lengths[element]] for which in range(count)]

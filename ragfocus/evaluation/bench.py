@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ragfocus.engine.kernels import batched_attention_kernels, padded_width
 from ragfocus.evaluation.datasets import HotpotQuestion
 from ragfocus.focuser import Focuser
 from ragfocus.prompt import build_prompt
@@ -204,19 +205,21 @@ def run_bench(
 @torch.inference_mode()
 def bare_forward(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, batch_size: int) -> None:
     """The model's plain forward (SDPA, no cache, no attention output, no LM head) over
-    ``token_ids``, longest first, ``batch_size`` right-padded prompts at a time."""
+    ``token_ids``, longest first, ``batch_size`` right-padded prompts at a time, with the same
+    width rounding and SDPA kernels as ``Focuser.rank_many`` (``ragfocus.engine.kernels``)."""
     device = next(model.parameters()).device
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
     order = sorted(range(len(token_ids)), key=lambda index: -len(token_ids[index]))
     for first in range(0, len(order), batch_size):
         chunk = [token_ids[index] for index in order[first : first + batch_size]]
-        width = max(len(ids) for ids in chunk)
+        width = padded_width(max(len(ids) for ids in chunk))
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, sequence in enumerate(chunk):
             ids[row, : len(sequence)] = torch.tensor(list(sequence), dtype=torch.long)
             mask[row, : len(sequence)] = 1
-        model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        with batched_attention_kernels(device):
+            model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
 
 
 def _timed(name: str, device: torch.device, queries: int, tokens: int, work: Callable[[], object]) -> PhaseTiming:

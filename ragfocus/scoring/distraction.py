@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ragfocus.engine.kernels import PAD_MULTIPLE, batched_attention_kernels, padded_width
+
 ABSTAIN_ANSWER = "NO ANSWER"
 """The fixed answer the model is told to give when the passage does not answer."""
 
@@ -125,7 +127,9 @@ def distraction_scores_many(
     by_length = sorted(range(len(jobs)), key=lambda job: len(sequences[job]))
     for first in range(0, len(by_length), batch_size):
         chunk = by_length[first : first + batch_size]
-        for job, value in zip(chunk, _sequence_logprobs(model, [sequences[job] for job in chunk], len(answer))):
+        with batched_attention_kernels(next(model.parameters()).device):
+            found_logprobs = _sequence_logprobs(model, [sequences[job] for job in chunk], len(answer), pad_multiple=PAD_MULTIPLE)
+        for job, value in zip(chunk, found_logprobs):
             logprobs[job] = value
     found: list[list[float]] = [[0.0] * len(passages) for _, passages in queries]
     for (number, position, _, _), value in zip(jobs, logprobs):
@@ -145,10 +149,13 @@ def _abstain_logprobs(model: torch.nn.Module, tokenizer: object, question: str, 
     return _sequence_logprobs(model, sequences, len(answer))
 
 
-def _sequence_logprobs(model: torch.nn.Module, sequences: Sequence[list[int]], answer_length: int) -> list[float]:
-    """log P of each sequence's last ``answer_length`` tokens given the rest (left-padded batch)."""
+def _sequence_logprobs(
+    model: torch.nn.Module, sequences: Sequence[list[int]], answer_length: int, *, pad_multiple: int = 1
+) -> list[float]:
+    """log P of each sequence's last ``answer_length`` tokens given the rest (left-padded batch,
+    its width rounded up to ``pad_multiple``)."""
     device = next(model.parameters()).device
-    width = max(len(sequence) for sequence in sequences)
+    width = padded_width(max(len(sequence) for sequence in sequences), pad_multiple)
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)

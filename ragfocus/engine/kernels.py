@@ -1,0 +1,37 @@
+"""Shape and kernel choices that keep batched forward passes fast on a GPU.
+
+Measured on an H100 (``docs/gpu.md``): with every batch padded to its own longest prompt, each
+batch brings new tensor shapes, and cuDNN's fused attention, which PyTorch's SDPA prefers on
+Hopper, spent about 3.7 ms of host time per call re-planning for them (``torch.profiler``,
+``docs/results/gpu-profile-rank-many.txt``). Widths are therefore rounded up to a multiple of
+``PAD_MULTIPLE`` (the extra positions are masked padding, so no result changes) and SDPA is
+kept to its flash, memory-efficient and math kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+PAD_MULTIPLE = 64
+"""Batched widths are rounded up to a multiple of this many tokens."""
+
+_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def padded_width(longest: int, multiple: int = PAD_MULTIPLE) -> int:
+    """``longest`` rounded up to a multiple of ``multiple``."""
+    return -(-longest // multiple) * multiple
+
+
+@contextmanager
+def batched_attention_kernels(device: torch.device) -> Iterator[None]:
+    """On CUDA, SDPA without cuDNN's attention for the enclosed forward passes; elsewhere nothing."""
+    if device.type != "cuda":
+        yield
+        return
+    with sdpa_kernel(_BACKENDS):
+        yield
