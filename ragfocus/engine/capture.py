@@ -164,9 +164,9 @@ def weighted_row_attention(
     groups = query_heads // kv_heads
     # Each key/value head is converted to float32 once and shared by its query heads (no
     # gather that would copy it once per query head); the heads not asked for are dropped after.
-    q = query.float().reshape(batch, kv_heads, groups * q_len, dim)
+    q = (query.float() * scaling).reshape(batch, kv_heads, groups * q_len, dim)  # scale the few query rows
     k = key.float()
-    scores = (torch.matmul(q, k.transpose(-1, -2)) * scaling).view(batch, query_heads, q_len, k_len)
+    scores = torch.matmul(q, k.transpose(-1, -2)).view(batch, query_heads, q_len, k_len)
     if len(heads) < query_heads:
         scores = scores[:, heads]
     if softcap is not None:
@@ -284,7 +284,7 @@ class AttentionEngine:
         """``suffix_attention`` for many prompts at once, averaged over each suffix's rows.
 
         Every prefix gets the same number of suffixes. The prefixes run as one right-padded
-        batch, with the padding masked, so no position of a real token moves; then all their
+        batch (under the causal mask no real token sees a pad, and no position moves); then all their
         suffixes run as a second batch over that cache, each with the positions that follow
         its own prefix. Per prefix and suffix it returns the mean over the suffix's ``rows``
         of the attention onto the prefix: float32 (selected heads in layer order,
@@ -334,14 +334,17 @@ class AttentionEngine:
         suffix_positions = starts[:, None] + torch.arange(width)[None, :]
         full_mask = torch.cat([prefix_mask.repeat_interleave(count, dim=0), suffix_mask], dim=1)
         # One copy to the device per tensor, before any layer runs.
-        prefix_ids, prefix_mask, suffix_ids, full_mask, suffix_positions, weights = (
-            t.to(device, non_blocking=True) for t in (prefix_ids, prefix_mask, suffix_ids, full_mask, suffix_positions, weights)
+        prefix_ids, suffix_ids, full_mask, suffix_positions, weights = (
+            t.to(device, non_blocking=True) for t in (prefix_ids, suffix_ids, full_mask, suffix_positions, weights)
         )
         cache = DynamicCache(config=self.model.config)
         positions = torch.arange(longest, device=device)[None, :].expand(len(prefixes), -1)
         with batched_attention_kernels(device):
+            # Right padding under the causal mask: no real token sees a pad, so the prefix pass
+            # needs no padding mask and SDPA can take its causal flash kernel. The pads' keys
+            # and values are masked in the suffix pass.
             with self._session(_CaptureSession(heads=head_index, stop_after_layer=last_layer)):
-                self._run(prefix_ids, cache, attention_mask=prefix_mask, position_ids=positions)
+                self._run(prefix_ids, cache, position_ids=positions)
             if count > 1:
                 cache.batch_repeat_interleave(count)
             session = _CaptureSession(heads=head_index, stop_after_layer=last_layer, row_weights=weights)

@@ -204,7 +204,7 @@ def run_bench(
 
 @torch.inference_mode()
 def bare_forward(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, batch_size: int) -> None:
-    """The model's plain forward (SDPA, no cache, no attention output, no LM head) over
+    """The model's plain forward (SDPA, causal, no cache, no attention output, no LM head) over
     ``token_ids``, longest first, ``batch_size`` right-padded prompts at a time, with the same
     width rounding and SDPA kernels as ``Focuser.rank_many`` (``ragfocus.engine.kernels``)."""
     device = next(model.parameters()).device
@@ -214,12 +214,12 @@ def bare_forward(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, 
         chunk = [token_ids[index] for index in order[first : first + batch_size]]
         width = padded_width(max(len(ids) for ids in chunk))
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, sequence in enumerate(chunk):
             ids[row, : len(sequence)] = torch.tensor(list(sequence), dtype=torch.long)
-            mask[row, : len(sequence)] = 1
+        # Right padding under the causal mask: no real token sees a pad, so no padding mask is
+        # needed (as in Focuser.rank_many's prefix pass); the pads' own outputs are discarded.
         with batched_attention_kernels(device):
-            model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            model.base_model(input_ids=ids.to(device), use_cache=False)
 
 
 def _timed(name: str, device: torch.device, queries: int, tokens: int, work: Callable[[], object]) -> PhaseTiming:
