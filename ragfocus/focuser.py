@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -255,7 +256,7 @@ class Focuser:
         Inputs that fit one prompt are sorted by length and scored ``batch_size`` at a time:
         their prompts run as one padded forward pass, their calibration suffixes as a second
         one over the prefix cache, and their distraction prompts as length-sorted batches
-        (``AttentionEngine.mean_suffix_attention_many``). Inputs past one prompt (windows) are
+        (``AttentionEngine.suffix_attention_batch``). Inputs past one prompt (windows) are
         scored one at a time. The rankings equal ``rank``'s up to floating-point rounding.
 
         ``errors="raise"`` raises the first bad input's error (``TypeError``/``ValueError`` as
@@ -340,19 +341,34 @@ class Focuser:
                 outcomes[number] = error
         # Longest first: the batches' padding stays small and the largest batch comes first.
         by_length = sorted(inputs, key=lambda number: -sum(len(text) for text in inputs[number][2].texts))
-        with self._lock:
-            for first in range(0, len(by_length), batch_size):
-                chunk = by_length[first : first + batch_size]
-                scored = self._score_many([inputs[number] for number in chunk], sentences=sentences, errors=errors)
-                for number, result in zip(chunk, scored):
-                    query, items, distinct = inputs[number]
-                    outcomes[number] = result if isinstance(result, Exception) else self._assemble(items, distinct, result, sentences=sentences)
+        chunks = [by_length[first : first + batch_size] for first in range(0, len(by_length), batch_size)]
+
+        def finish(chunk: list[int], batch: _Batch, device_work: Future[_DeviceRead]) -> None:
+            scored = self._finish_many([inputs[number] for number in chunk], batch, device_work.result(), errors=errors)
+            for number, result in zip(chunk, scored):
+                _, items, distinct = inputs[number]
+                outcomes[number] = result if isinstance(result, Exception) else self._assemble(items, distinct, result, sentences=sentences)
+
+        # A pipeline: while the device runs one batch (a worker thread that launches its
+        # kernels and waits for them, without the GIL), this thread tokenizes the next batch
+        # and fuses the one before.
+        with self._lock, ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragfocus-device") as device:
+            pending: tuple[list[int], _Batch, Future[_DeviceRead]] | None = None
+            for chunk in chunks:
+                batch = self._prepare_many([inputs[number] for number in chunk], sentences=sentences, errors=errors)
+                submitted = device.submit(self._device_many, batch)
+                if pending is not None:
+                    finish(*pending)
+                pending = (chunk, batch, submitted)
+            if pending is not None:
+                finish(*pending)
         return outcomes
 
-    def _score_many(
+    def _prepare_many(
         self, inputs: list[tuple[str, list[Passage], _Distinct]], *, sentences: bool, errors: Errors
-    ) -> list[_ScoredTexts | None | Exception]:
-        """Score a batch: one-prompt inputs together, the others one by one."""
+    ) -> _Batch:
+        """The host's share before the device: tokenize the one-prompt inputs together, and
+        score the others (windows, sentences) one by one."""
         results: list[_ScoredTexts | None | Exception] = [None] * len(inputs)
         together: list[tuple[int, TokenizedPrompt]] = []
         try:
@@ -374,32 +390,52 @@ class Focuser:
                 if errors == "raise":
                     raise
                 results[number] = error
-        if not together:
-            return results
         queries = [inputs[number][0] for number, _ in together]
         texts = [inputs[number][2].texts for number, _ in together]
+        return _Batch(results, together, queries, texts)
+
+    def _device_many(self, batch: _Batch) -> _DeviceRead:
+        """The device's share: the batched capture and distraction of the one-prompt inputs,
+        or the exception that stopped them."""
+        if not batch.together:
+            return _DeviceRead([], [])
         try:
-            reads = self._attention_signals_many(queries, texts, [prompt for _, prompt in together])
+            reads = self._attention_signals_many(batch.queries, batch.texts, [prompt for _, prompt in batch.together])
             found: list[DistractionScores | None] = (
-                distraction_scores_many(self.loaded.model, self.loaded.tokenizer, list(zip(queries, texts)), batch_size=len(together) * 4)
-                if self.distraction else [None] * len(together)
+                distraction_scores_many(
+                    self.loaded.model, self.loaded.tokenizer, list(zip(batch.queries, batch.texts)), batch_size=len(batch.together) * 4
+                )
+                if self.distraction else [None] * len(batch.together)
             )
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - handed to _finish_many
+            return _DeviceRead([], [], error)
+        return _DeviceRead(reads, found)
+
+    def _finish_many(
+        self, inputs: list[tuple[str, list[Passage], _Distinct]], batch: _Batch, read: _DeviceRead, *, errors: Errors
+    ) -> list[_ScoredTexts | None | Exception]:
+        """The host's share after the device: lexical signals and fusion per input; a batch the
+        device failed on is scored one input at a time."""
+        results = list(batch.results)
+        if read.error is not None:
             if errors == "raise":
-                raise
-            logger.warning("a batch of %d failed (%s: %s); scoring its inputs one at a time", len(together), type(error).__name__, error)
-            for number, _ in together:
+                raise read.error
+            logger.warning(
+                "a batch of %d failed (%s: %s); scoring its inputs one at a time",
+                len(batch.together), type(read.error).__name__, read.error,
+            )
+            for number, _ in batch.together:
                 query, _, distinct = inputs[number]
                 try:
                     results[number] = self._score_texts(query, distinct.texts, distinct.retriever, sentences=False)
                 except Exception as single:  # noqa: BLE001
                     results[number] = single
             return results
-        for (number, prompt), read, distraction in zip(together, reads, found):
+        for (number, prompt), window_read, distraction in zip(batch.together, read.reads, read.distraction):
             query, _, distinct = inputs[number]
             try:
                 results[number] = self._score_texts(
-                    query, distinct.texts, distinct.retriever, sentences=False, prepared=_Prepared(prompt, read, distraction)
+                    query, distinct.texts, distinct.retriever, sentences=False, prepared=_Prepared(prompt, window_read, distraction)
                 )
             except Exception as error:
                 if errors == "raise":
@@ -572,7 +608,7 @@ class Focuser:
         self, queries: list[str], texts: list[list[str]], prompts: list[TokenizedPrompt]
     ) -> list[_WindowRead]:
         """``_attention_signals`` of many one-prompt inputs: one batched capture
-        (``AttentionEngine.mean_suffix_attention_many``) and the signals reduced on the
+        (``AttentionEngine.suffix_attention_batch``) and the signals reduced on the
         device (``ragfocus.scoring.batched``)."""
         sorting = self.sort_rounds > 0
         read = self._heads_read()
@@ -580,7 +616,7 @@ class Focuser:
         order = tuple((layer, int(head)) for layer in sorted(index) for head in index[layer].tolist())
         suffixes = [[p.query_ids, p.null_ids] + ([p.sort_ids] if sorting else []) for p in prompts]
         rows = [[p.query_rows, p.null_rows] + ([p.sort_rows] if sorting else []) for p in prompts]
-        captured = self.engine.mean_suffix_attention_many([p.prefix_ids for p in prompts], suffixes, rows=rows, heads=read)
+        captured = self.engine.suffix_attention_batch([p.prefix_ids for p in prompts], suffixes, rows=rows, heads=read)
         found = batched_prompt_signals(
             captured, order, [p.passage_spans for p in prompts],
             heads=self.heads,
@@ -687,6 +723,27 @@ class _Prepared:
     prompt: TokenizedPrompt
     read: _WindowRead
     distraction: DistractionScores | None
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One batch of ``rank_many`` after the host's first share (``Focuser._prepare_many``)."""
+
+    results: list[_ScoredTexts | None | Exception]
+    """Per input: scored already (windows, sentences), an error, or ``None`` (empty or batched)."""
+    together: list[tuple[int, TokenizedPrompt]]
+    """The inputs scored as one batch on the device, with their prompts."""
+    queries: list[str]
+    texts: list[list[str]]
+
+
+@dataclass(frozen=True)
+class _DeviceRead:
+    """The device's share of a batch (``Focuser._device_many``), or the error that stopped it."""
+
+    reads: list[_WindowRead]
+    distraction: list[DistractionScores | None]
+    error: Exception | None = None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,26 @@ def test_batched_capture_equals_one_prompt_capture(default_focuser: Focuser, dev
             torch.testing.assert_close(together, single.mean(dim=1), atol=2e-5, rtol=1e-4)
 
 
+def test_packed_suffixes_capture_equals_separate_suffixes(tiny_model: LoadedModel) -> None:
+    """Three suffixes of different lengths packed into one sequence per prompt (block mask,
+    positions restarting after the prefix) read what each suffix reads alone over the prefix."""
+    from ragfocus.engine import AttentionEngine
+
+    engine = AttentionEngine(tiny_model.model)
+    generator = torch.Generator().manual_seed(0)
+    prefixes = [torch.randint(10, 1000, (n,), generator=generator).tolist() for n in (37, 70, 5)]
+    suffixes = [[torch.randint(10, 1000, (n,), generator=generator).tolist() for n in lengths] for lengths in ((9, 3, 12), (4, 4, 1), (20, 2, 6))]
+    rows = [[(2, 7), (0, 3), (11, 12)], [(0, 4), (1, 2), (0, 1)], [(5, 19), (0, 2), (3, 6)]]
+    heads = {0: [0, 5], 2: [1, 2, 7], 3: [4]}
+    together = engine.suffix_attention_batch(prefixes, suffixes, rows=rows, heads=heads)
+    assert together.shape[:3] == (3, 3, 6) and together.shape[3] >= 70
+    for element, prefix in enumerate(prefixes):
+        alone = engine.suffix_attention(prefix, suffixes[element], rows=rows[element], heads=heads)
+        for which, single in enumerate(alone):
+            torch.testing.assert_close(together[element, which, :, : len(prefix)], single.mean(dim=1), atol=1e-6, rtol=1e-5)
+            assert not together[element, which, :, len(prefix) :].any()  # nothing on the padding
+
+
 def test_batched_capture_rejects_mismatched_suffixes(default_focuser: Focuser) -> None:
     engine = default_focuser.engine
     with pytest.raises(ValueError, match="same number"):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from ragfocus import Focuser, Passage
 from ragfocus.evaluation.datasets import hotpotqa
 from ragfocus.fusion import fuse, slot_order
 from ragfocus.prompt import build_prompt
 from ragfocus.scoring.attention_sort import attention_sort, check_sort_rounds, passage_attention
-from ragfocus.scoring.distraction import distraction_scores
+from ragfocus.scoring.distraction import distraction_prompt_ids, distraction_scores
 from ragfocus.scoring.retrieval_heads import capture_head_attention
 from ragfocus.sentences import split_sentences
 
@@ -78,6 +79,13 @@ def test_distraction_is_one_minus_the_abstain_probability_and_batching_changes_n
     assert batched.abstain_logprob == pytest.approx(alone.abstain_logprob, abs=2e-3)
     for de, logprob in zip(batched.distraction, batched.abstain_logprob):
         assert logprob < 0 and de == pytest.approx(1 - math.exp(logprob))
+    # Against the plain LM: the full logits of prompt + answer, the answer's log-probabilities summed.
+    prompt, answer = distraction_prompt_ids(default_model.tokenizer, QUESTION.question, texts[2])
+    with torch.inference_mode():
+        logits = default_model.model(input_ids=torch.tensor([prompt + answer])).logits[0].float()
+    steps = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+    plain = float(steps.gather(1, torch.tensor(answer)[:, None]).sum())
+    assert batched.abstain_logprob[2] == pytest.approx(plain, abs=2e-3)
     # An empty passage leaves nothing to answer from: the model abstains more than with any real one.
     empty = distraction_scores(default_model.model, default_model.tokenizer, QUESTION.question, ["N/A"])
     assert empty.abstain_logprob[0] > min(batched.abstain_logprob)

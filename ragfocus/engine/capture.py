@@ -31,6 +31,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width
+from ragfocus.engine.packing import PackedSuffixes, pack_suffixes
 
 CAPTURE_IMPLEMENTATION = "ragfocus_capture"
 """Name under which the capturing attention is registered with transformers."""
@@ -52,9 +53,11 @@ class _CaptureSession:
     stop_after_layer: int
     rows: Sequence[tuple[int, int]] | None = None
     """Per batch element, the [start, end) positions of the query rows in this forward."""
-    row_weights: torch.Tensor | None = None
-    """(batch, positions) weights of the query rows: the batched capture keeps, per element
-    and head, the weighted sum of its rows' attention (a mean over the rows asked for)."""
+    packed: PackedSuffixes | None = None
+    """The packed suffixes of a batched capture (on the model's device): per element, suffix
+    and head, the mean of the rows read is kept."""
+    row_bias: torch.Tensor | None = None
+    """With ``packed``: its rows' attention bias (``PackedSuffixes.masks``)."""
     captured: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
 
@@ -83,11 +86,13 @@ def _capturing_attention(
     if session is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     layer = int(module.layer_idx)
-    if session.row_weights is not None and layer in session.heads:
+    if session.packed is not None and session.row_bias is not None and layer in session.heads:
         session.captured[layer] = [
-            weighted_row_attention(
-                query, key, attention_mask,
-                weights=session.row_weights,
+            packed_row_attention(
+                query, key,
+                row_index=session.packed.row_index,
+                row_bias=session.row_bias,
+                row_weights=session.packed.row_weights,
                 heads=session.heads[layer],
                 scaling=kwargs.get("scaling") or query.shape[-1] ** -0.5,
                 softcap=kwargs.get("softcap"),
@@ -144,42 +149,44 @@ def query_row_attention(
     return torch.softmax(scores, dim=-1)
 
 
-def weighted_row_attention(
+def packed_row_attention(
     query: torch.Tensor,
     key: torch.Tensor,
-    attention_mask: torch.Tensor | None,
     *,
-    weights: torch.Tensor,
+    row_index: torch.Tensor,
+    row_bias: torch.Tensor,
+    row_weights: torch.Tensor,
     heads: torch.Tensor,
     scaling: float,
     softcap: float | None = None,
 ) -> torch.Tensor:
-    """Per batch element and query head in ``heads``, the attention of every key position,
-    summed over the query positions with ``weights`` (batch, q_len): float32 (batch,
-    len(heads), k_len). The whole batch in a few tensor operations, with no host-device
-    synchronisation; the causal mask is by position, the padding mask from ``attention_mask``.
+    """Per batch element, suffix and query head in ``heads``, the weighted sum of the
+    attention rows read (``ragfocus.engine.packing``): float32 (batch, suffixes, len(heads),
+    k_len).
+
+    ``query`` is (batch, query_heads, q_len, dim) and ``key`` (batch, kv_heads, k_len, dim),
+    post-RoPE, the keys including the cache; ``row_index`` (batch, rows) picks the query rows,
+    ``row_bias`` (batch, 1, rows, k_len) is 0 where a row may attend and -inf elsewhere, and
+    ``row_weights`` (batch, suffixes, rows) sums the rows per suffix. Only the rows read are
+    computed, the whole batch in a few tensor operations with no host-device synchronisation.
     """
-    batch, query_heads, q_len, dim = query.shape
+    batch, query_heads, _, dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
     groups = query_heads // kv_heads
-    # Each key/value head is converted to float32 once and shared by its query heads (no
-    # gather that would copy it once per query head); the heads not asked for are dropped after.
-    q = (query.float() * scaling).reshape(batch, kv_heads, groups * q_len, dim)  # scale the few query rows
-    k = key.float()
-    scores = torch.matmul(q, k.transpose(-1, -2)).view(batch, query_heads, q_len, k_len)
+    rows = row_index.shape[1]
+    picked = query.gather(2, row_index[:, None, :, None].expand(batch, query_heads, rows, dim))
+    # Each key/value head is converted to float32 once and shared by its query heads; the
+    # few query rows carry the scaling.
+    q = (picked.float() * scaling).view(batch, kv_heads, groups * rows, dim)
+    scores = torch.matmul(q, key.float().transpose(-1, -2)).view(batch, query_heads, rows, k_len)
     if len(heads) < query_heads:
         scores = scores[:, heads]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    positions = torch.arange(q_len, device=query.device) + (k_len - q_len)
-    allowed = (torch.arange(k_len, device=query.device)[None, :] <= positions[:, None])[None, None]
-    if attention_mask is not None:
-        window = attention_mask[:, :, :, :k_len]
-        allowed = allowed & (window if window.dtype == torch.bool else window > torch.finfo(window.dtype).min / 2)
-    probabilities = torch.softmax(scores.masked_fill_(~allowed, float("-inf")), dim=-1)
-    # A row that sees no key (a padding row) is NaN after the softmax and weighs nothing.
-    probabilities.nan_to_num_(0.0)
-    return torch.einsum("bhqk,bq->bhk", probabilities, weights)
+    probabilities = torch.softmax(scores.add_(row_bias), dim=-1)
+    # (batch, 1, suffixes, rows) @ (batch, heads, rows, k_len): a batched matmul, no copy of
+    # the probabilities.
+    return torch.matmul(row_weights[:, None], probabilities).transpose(1, 2)
 
 
 @dataclass(frozen=True)
@@ -272,7 +279,6 @@ class AttentionEngine:
             for element in range(len(suffixes))
         ]
 
-    @torch.inference_mode()
     def mean_suffix_attention_many(
         self,
         prefixes: Sequence[Sequence[int]],
@@ -281,23 +287,42 @@ class AttentionEngine:
         rows: Sequence[Sequence[tuple[int, int]]],
         heads: HeadSet,
     ) -> list[list[torch.Tensor]]:
+        """``suffix_attention_batch``, split per prompt and suffix: float32 (selected heads in
+        layer order, len(prefix)) each, views into one tensor on the model's device."""
+        captured = self.suffix_attention_batch(prefixes, suffixes, rows=rows, heads=heads)
+        return [
+            [captured[element, which, :, : len(prefix)] for which in range(captured.shape[1])]
+            for element, prefix in enumerate(prefixes)
+        ]
+
+    @torch.inference_mode()
+    def suffix_attention_batch(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        suffixes: Sequence[Sequence[Sequence[int]]],
+        *,
+        rows: Sequence[Sequence[tuple[int, int]]],
+        heads: HeadSet,
+    ) -> torch.Tensor:
         """``suffix_attention`` for many prompts at once, averaged over each suffix's rows.
 
         Every prefix gets the same number of suffixes. The prefixes run as one right-padded
-        batch (under the causal mask no real token sees a pad, and no position moves); then all their
-        suffixes run as a second batch over that cache, each with the positions that follow
-        its own prefix. Per prefix and suffix it returns the mean over the suffix's ``rows``
-        of the attention onto the prefix: float32 (selected heads in layer order,
-        len(prefix)), on the model's device. Equal, up to floating-point rounding, to
-        ``suffix_attention(...)[i].mean(dim=1)`` for each prompt alone.
+        batch (under the causal mask no real token sees a pad, and no position moves); then
+        each prompt's suffixes, packed into one sequence under a block mask
+        (``ragfocus.engine.packing``), run as a second batch over that cache, and only the rows
+        read are captured. Returns float32 (prompts, suffixes, selected heads in layer order,
+        longest prefix rounded up to 64) on the model's device: per prompt and suffix the mean
+        over the suffix's ``rows`` of the attention onto the prefix, 0 past the prompt's own
+        prefix. Equal, up to floating-point rounding, to ``suffix_attention(...)[i].mean(dim=1)``
+        for each prompt alone.
 
-        Memory beyond the model: the KV cache, 2 x layers x kv_heads x head_dim x
-        (len(prefixes) x suffixes) x (longest prefix + longest suffix) values, and per layer
-        read, three float32 tensors of len(prefixes) x suffixes x heads read in that layer x
-        longest suffix x (longest prefix + longest suffix).
+        Memory beyond the model (``docs/gpu.md``): the KV cache, 2 x layers x kv_heads x
+        head_dim x prompts x (prefix width + packed suffix width) values, held twice while a
+        layer appends the suffix, and per layer read, about three float32 tensors of prompts x
+        heads read in that layer x rows read x (prefix width + packed suffix width).
         """
         if not prefixes:
-            return []
+            return torch.zeros((0, 0, 0, 0), device=self.device)
         count = len(suffixes[0])
         if len(suffixes) != len(prefixes) or len(rows) != len(prefixes):
             raise ValueError("one list of suffixes and one of row ranges are needed per prefix")
@@ -314,47 +339,27 @@ class AttentionEngine:
         device = self.device
         pad = int(self.model.config.pad_token_id or 0)
         lengths = [len(prefix) for prefix in prefixes]
-        longest = padded_width(max(lengths))
-        prefix_ids = torch.full((len(prefixes), longest), pad, dtype=torch.long)
-        prefix_mask = torch.zeros((len(prefixes), longest), dtype=torch.long)
+        width = padded_width(max(lengths))
+        prefix_ids = torch.full((len(prefixes), width), pad, dtype=torch.long)
         for element, prefix in enumerate(prefixes):
             prefix_ids[element, : len(prefix)] = torch.tensor(list(prefix), dtype=torch.long)
-            prefix_mask[element, : len(prefix)] = 1
-        flat = [suffix for group in suffixes for suffix in group]
-        flat_rows = [pair for ranges in rows for pair in ranges]
-        width = padded_width(max(len(suffix) for suffix in flat), 16)
-        suffix_ids = torch.full((len(flat), width), pad, dtype=torch.long)
-        suffix_mask = torch.zeros((len(flat), width), dtype=torch.long)
-        weights = torch.zeros((len(flat), width), dtype=torch.float32)
-        for element, (suffix, (start, end)) in enumerate(zip(flat, flat_rows)):
-            suffix_ids[element, : len(suffix)] = torch.tensor(list(suffix), dtype=torch.long)
-            suffix_mask[element, : len(suffix)] = 1
-            weights[element, start:end] = 1.0 / (end - start)
-        starts = torch.tensor(lengths, dtype=torch.long).repeat_interleave(count)
-        suffix_positions = starts[:, None] + torch.arange(width)[None, :]
-        full_mask = torch.cat([prefix_mask.repeat_interleave(count, dim=0), suffix_mask], dim=1)
         # One copy to the device per tensor, before any layer runs.
-        prefix_ids, suffix_ids, full_mask, suffix_positions, weights = (
-            t.to(device, non_blocking=True) for t in (prefix_ids, suffix_ids, full_mask, suffix_positions, weights)
-        )
+        packed = pack_suffixes(lengths, width, suffixes, rows, pad_id=pad).to(device)
+        prefix_ids = prefix_ids.to(device, non_blocking=True)
         cache = DynamicCache(config=self.model.config)
-        positions = torch.arange(longest, device=device)[None, :].expand(len(prefixes), -1)
+        positions = torch.arange(width, device=device)[None, :].expand(len(prefixes), -1)
         with batched_attention_kernels(device):
             # Right padding under the causal mask: no real token sees a pad, so the prefix pass
             # needs no padding mask and SDPA can take its causal flash kernel. The pads' keys
             # and values are masked in the suffix pass.
             with self._session(_CaptureSession(heads=head_index, stop_after_layer=last_layer)):
                 self._run(prefix_ids, cache, position_ids=positions)
-            if count > 1:
-                cache.batch_repeat_interleave(count)
-            session = _CaptureSession(heads=head_index, stop_after_layer=last_layer, row_weights=weights)
+            mask, bias = packed.masks()
+            session = _CaptureSession(heads=head_index, stop_after_layer=last_layer, packed=packed, row_bias=bias)
             with self._session(session):
-                self._run(suffix_ids, cache, attention_mask=full_mask, position_ids=suffix_positions)
-        captured = torch.cat([session.captured[layer][0] for layer in sorted(head_index)], dim=1)
-        return [
-            [captured[element * count + which, :, : lengths[element]] for which in range(count)]
-            for element in range(len(prefixes))
-        ]
+                self._run(packed.input_ids, cache, attention_mask=mask, position_ids=packed.position_ids)
+        captured = torch.cat([session.captured[layer][0] for layer in sorted(head_index)], dim=2)
+        return captured[..., :width]
 
     @torch.inference_mode()
     def greedy_decode(

@@ -35,7 +35,7 @@ class PromptSignals:
 
 
 def batched_prompt_signals(
-    captured: Sequence[Sequence[torch.Tensor]],
+    captured: torch.Tensor,
     order: Sequence[tuple[int, int]],
     spans: Sequence[Sequence[tuple[int, int]]],
     *,
@@ -48,8 +48,9 @@ def batched_prompt_signals(
     """Signals of each prompt from its captured attention.
 
     Args:
-        captured: per prompt ``[query, null]`` or ``[query, null, sort]``, each (heads in
-            ``order``, prefix tokens) as ``AttentionEngine.mean_suffix_attention_many`` returns.
+        captured: (prompts, suffixes, heads in ``order``, prefix width) as
+            ``AttentionEngine.suffix_attention_batch`` returns, the suffixes ``[query, null]``
+            or ``[query, null, sort]``.
         order: the (layer, head) of each captured row.
         spans: per prompt, each passage's [start, end) prefix tokens.
         heads: the retrieval heads summed into the calibrated score.
@@ -57,17 +58,16 @@ def batched_prompt_signals(
         sort_heads: the heads of attention sorting (needs a third, sorting, capture).
     """
     check_aggregate(aggregate)
-    if not captured:
+    if captured.shape[0] == 0:
         return []
-    if len(spans) != len(captured):
+    if len(spans) != captured.shape[0]:
         raise ValueError("one list of passage spans is needed per prompt")
-    device = captured[0][0].device
+    device = captured.device
     row_of = {pair: row for row, pair in enumerate(order)}
     retrieval_rows = _rows(row_of, heads)
-    width = max(part.shape[-1] for group in captured for part in group)
+    width = captured.shape[-1]
     passages = max(len(prompt_spans) for prompt_spans in spans) or 1
-    query = _stack([group[0] for group in captured], width)
-    null = _stack([group[1] for group in captured], width)
+    query, null = captured[:, 0], captured[:, 1]
     membership, inside, lengths = _membership(spans, width, passages, device)
 
     query_sum = query[:, retrieval_rows].sum(dim=1)
@@ -89,9 +89,9 @@ def batched_prompt_signals(
         counts = _span_sums(weighted_keep, membership).clamp(min=1.0)
         results.append(sums / counts[:, None, :])
     if sort_heads is not None:
-        if any(len(group) < 3 for group in captured):
+        if captured.shape[1] < 3:
             raise ValueError("attention sorting needs the sorting suffix's capture (a third per prompt)")
-        sort = _stack([group[2] for group in captured], width)[:, _rows(row_of, sort_heads)].sum(dim=1).double()
+        sort = captured[:, 2, _rows(row_of, sort_heads)].sum(dim=1).double()
         results.append(_span_sums(sort, membership) / lengths.clamp(min=1.0))
 
     host = [tensor.cpu() for tensor in results]  # the only copies back to the host
@@ -122,14 +122,6 @@ def _row(row_of: dict[tuple[int, int], int], pair: tuple[int, int]) -> int:
     if pair not in row_of:
         raise ValueError(f"head {pair} was not captured")
     return row_of[pair]
-
-
-def _stack(parts: Sequence[torch.Tensor], width: int) -> torch.Tensor:
-    """(prompts, heads, width), each prompt's tokens first and zeros after."""
-    stacked = parts[0].new_zeros((len(parts), parts[0].shape[0], width))
-    for element, part in enumerate(parts):
-        stacked[element, :, : part.shape[-1]] = part
-    return stacked
 
 
 def _membership(

@@ -9,7 +9,7 @@ with the model told to answer from the passage or reply with a fixed abstain ans
 abstain probability is the probability of the whole abstain answer, teacher-forced after the
 chat template's assistant turn. A passage that answers the question also has a high DE (the
 model answers instead of abstaining); a passage that is irrelevant to the question and still
-has a high DE is a distractor. All passages of a query run as one left-padded batch.
+has a high DE is a distractor. All passages of a query run as one right-padded batch.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def distraction_scores(
 ) -> DistractionScores:
     """DE(q, p) for each passage, each passage shown alone (Amiraz et al., ACL 2025).
 
-    Passages run ``batch_size`` at a time, left-padded so that every abstain answer ends at
-    the last position; position ids follow the attention mask, so padding changes nothing.
+    Passages run ``batch_size`` at a time, right-padded (``_sequence_logprobs``), so padding
+    changes nothing.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -152,21 +152,26 @@ def _abstain_logprobs(model: torch.nn.Module, tokenizer: object, question: str, 
 def _sequence_logprobs(
     model: torch.nn.Module, sequences: Sequence[list[int]], answer_length: int, *, pad_multiple: int = 1
 ) -> list[float]:
-    """log P of each sequence's last ``answer_length`` tokens given the rest (left-padded batch,
-    its width rounded up to ``pad_multiple``)."""
+    """log P of each sequence's last ``answer_length`` tokens given the rest.
+
+    The sequences run as one right-padded batch, its width rounded up to ``pad_multiple``:
+    under the causal mask no real token sees a pad and every position stays where it is, so
+    no padding mask is needed and SDPA can take its causal flash kernel. Only the hidden states
+    that predict the answer tokens go through the LM head.
+    """
     device = next(model.parameters()).device
     width = padded_width(max(len(sequence) for sequence in sequences), pad_multiple)
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    # Per row, the positions whose next-token logits score the answer tokens, and those tokens.
+    predicting = torch.zeros((len(sequences), answer_length), dtype=torch.long)
     for row, sequence in enumerate(sequences):
-        ids[row, width - len(sequence) :] = torch.tensor(sequence)
-        mask[row, width - len(sequence) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    # Logits of the position before each answer token and of every answer token but the last.
-    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=answer_length + 1)
-    logits = output.logits[:, :-1].float()
-    targets = ids[:, width - answer_length :]
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        predicting[row] = torch.arange(len(sequence) - answer_length - 1, len(sequence) - 1)
+    targets = ids.gather(1, predicting + 1)
+    ids, predicting, targets = ids.to(device), predicting.to(device), targets.to(device)
+    hidden = model.base_model(input_ids=ids, position_ids=torch.arange(width, device=device)[None, :].expand(len(sequences), -1)).last_hidden_state
+    picked = hidden.gather(1, predicting[..., None].expand(-1, -1, hidden.shape[-1]))
+    logits = model.get_output_embeddings()(picked).float()
     chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
     return chosen.sum(dim=1).double().cpu().tolist()

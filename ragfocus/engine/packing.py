@@ -1,0 +1,127 @@
+"""Several suffixes of one prompt packed into one sequence over the prompt's prefix cache.
+
+ICR (Chen et al., ICLR 2025) reads the attention of two suffixes over the same prefix (the
+query and a content-free calibration query), and attention sorting (Peysakhovich & Lerer,
+2023) a third. Run as separate batch rows, each suffix needs its own copy of the prefix's KV
+cache. Packed instead into one sequence per prompt, every suffix token attends to the whole
+prefix and causally to the earlier tokens of its own suffix only (a block mask), and each
+suffix's positions restart right after the prefix, so every token sees exactly what it would
+see in its own row: one cache, no copies. The attention rows a caller reads are gathered
+into a short list per prompt, so the capture computes only those rows.
+
+Everything here is built on the host, once per batch, as index and mask tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ragfocus.engine.kernels import padded_width
+
+SUFFIX_MULTIPLE = 16
+"""Packed suffix widths are rounded up to a multiple of this many tokens."""
+
+ROW_MULTIPLE = 8
+"""The number of rows read per prompt is rounded up to a multiple of this."""
+
+
+@dataclass(frozen=True)
+class PackedSuffixes:
+    """One batch of packed suffixes, ready for the forward pass over a prefix cache.
+
+    ``B`` prompts, ``S`` suffixes each, ``Q`` packed suffix positions, ``P`` prefix width
+    (the cache's length), ``R`` rows read per prompt. Only small index tensors are built on
+    the host; ``masks`` builds the (B, Q, P + Q) masks wherever the tensors are.
+    """
+
+    input_ids: torch.Tensor
+    """(B, Q) long: each prompt's suffixes one after another, then padding."""
+    position_ids: torch.Tensor
+    """(B, Q) long: each suffix restarts at its prompt's prefix length."""
+    block: torch.Tensor
+    """(B, Q) long: which suffix each position belongs to; ``S`` for padding."""
+    prefix_lengths: torch.Tensor
+    """(B,) long: each prompt's real prefix tokens (the rest of the ``P`` are padding)."""
+    row_index: torch.Tensor
+    """(B, R) long: the packed positions of the rows read; unused slots repeat a read row."""
+    row_weights: torch.Tensor
+    """(B, S, R) float32: 1/n over the n rows read of each suffix, 0 elsewhere, so that
+    weights @ attention is each suffix's mean attention row."""
+    prefix_width: int
+
+    def to(self, device: torch.device) -> PackedSuffixes:
+        """The same tensors on ``device`` (copied without waiting)."""
+        moved = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = value.to(device, non_blocking=True)
+        return PackedSuffixes(**moved)
+
+    def masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass's mask and the capture's bias, on the tensors' device.
+
+        - (B, 1, Q, P + Q) bool, True where a position may attend: its prompt's real prefix
+          tokens and the earlier positions of its own suffix (a padding position sees the
+          prefix and the padding before it, so that no row is empty);
+        - (B, 1, R, P + Q) float32 for the rows read: 0 where they may attend, -inf elsewhere.
+        """
+        batch, width = self.input_ids.shape
+        device = self.input_ids.device
+        sees_prefix = torch.arange(self.prefix_width, device=device)[None, None, :] < self.prefix_lengths[:, None, None]
+        positions = torch.arange(width, device=device)
+        causal = positions[None, :] <= positions[:, None]  # key <= query
+        own_block = (self.block[:, :, None] == self.block[:, None, :]) & causal[None]
+        mask = torch.cat([sees_prefix.expand(batch, width, self.prefix_width), own_block], dim=2)
+        read = mask.gather(1, self.row_index[:, :, None].expand(-1, -1, mask.shape[2]))
+        bias = torch.zeros(read.shape, dtype=torch.float32, device=device).masked_fill_(~read, float("-inf"))
+        return mask[:, None], bias[:, None]
+
+
+def pack_suffixes(
+    prefix_lengths: Sequence[int],
+    prefix_width: int,
+    suffixes: Sequence[Sequence[Sequence[int]]],
+    rows: Sequence[Sequence[tuple[int, int]]],
+    *,
+    pad_id: int,
+) -> PackedSuffixes:
+    """Pack every prompt's suffixes into one sequence (module docstring).
+
+    ``rows[b][s]`` is the [start, end) of the rows read within suffix ``s`` of prompt ``b``.
+    Inputs are assumed valid (``AttentionEngine`` checks them).
+    """
+    batch, count = len(suffixes), len(suffixes[0])
+    width = padded_width(max(sum(len(suffix) for suffix in group) for group in suffixes), SUFFIX_MULTIPLE)
+    row_count = padded_width(max(sum(end - start for start, end in ranges) for ranges in rows), ROW_MULTIPLE)
+
+    input_ids = np.full((batch, width), pad_id, dtype=np.int64)
+    position_ids = np.zeros((batch, width), dtype=np.int64)
+    block = np.full((batch, width), count, dtype=np.int64)  # padding: a block of its own
+    row_index = np.zeros((batch, row_count), dtype=np.int64)
+    row_weights = np.zeros((batch, count, row_count), dtype=np.float32)
+    for element, (group, ranges) in enumerate(zip(suffixes, rows)):
+        offset = slot = 0
+        for which, (suffix, (start, end)) in enumerate(zip(group, ranges)):
+            length, read = len(suffix), end - start
+            input_ids[element, offset : offset + length] = suffix
+            position_ids[element, offset : offset + length] = np.arange(length) + prefix_lengths[element]
+            block[element, offset : offset + length] = which
+            row_index[element, slot : slot + read] = np.arange(offset + start, offset + end)
+            row_weights[element, which, slot : slot + read] = 1.0 / read
+            offset += length
+            slot += read
+        position_ids[element, offset:] = prefix_lengths[element]
+        row_index[element, slot:] = row_index[element, 0]  # weight 0: any row that sees keys
+    return PackedSuffixes(
+        input_ids=torch.from_numpy(input_ids),
+        position_ids=torch.from_numpy(position_ids),
+        block=torch.from_numpy(block),
+        prefix_lengths=torch.tensor(list(prefix_lengths), dtype=torch.long),
+        row_index=torch.from_numpy(row_index),
+        row_weights=torch.from_numpy(row_weights),
+        prefix_width=prefix_width,
+    )
