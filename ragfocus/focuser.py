@@ -167,6 +167,12 @@ class Focuser:
         self.final_round = final_round
         self._count = token_counter(tokenizer if tokenizer is not None else self.loaded.tokenizer)
         self._lock = threading.RLock()
+        self.last_batch_seconds: dict[str, float] = {}
+        """Where the last ``rank_many``/``focus_many`` call spent its time, in seconds:
+        ``total``; on this thread ``prepare`` (tokenization), ``finish`` (lexical signals,
+        fusion) and ``wait`` (for the device); ``device`` (the batched capture and
+        distraction, waits included, on a worker thread while this one prepares and finishes
+        other batches) and its ``distraction`` share."""
 
     @property
     def signal_names(self) -> tuple[str, ...]:
@@ -343,25 +349,44 @@ class Focuser:
         by_length = sorted(inputs, key=lambda number: -sum(len(text) for text in inputs[number][2].texts))
         chunks = [by_length[first : first + batch_size] for first in range(0, len(by_length), batch_size)]
 
+        times = dict.fromkeys(("prepare", "wait", "finish", "device", "distraction"), 0.0)
+
         def finish(chunk: list[int], batch: _Batch, device_work: Future[_DeviceRead]) -> None:
-            scored = self._finish_many([inputs[number] for number in chunk], batch, device_work.result(), errors=errors)
+            started = time.perf_counter()
+            read = device_work.result()
+            waited = time.perf_counter()
+            scored = self._finish_many([inputs[number] for number in chunk], batch, read, errors=errors)
             for number, result in zip(chunk, scored):
                 _, items, distinct = inputs[number]
                 outcomes[number] = result if isinstance(result, Exception) else self._assemble(items, distinct, result, sentences=sentences)
+            times["wait"] += waited - started
+            times["finish"] += time.perf_counter() - waited
+            times["device"] += read.seconds
+            times["distraction"] += read.distraction_seconds
 
         # A pipeline: while the device runs one batch (a worker thread that launches its
         # kernels and waits for them, without the GIL), this thread tokenizes the next batch
         # and fuses the one before.
+        started = time.perf_counter()
         with self._lock, ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragfocus-device") as device:
             pending: tuple[list[int], _Batch, Future[_DeviceRead]] | None = None
             for chunk in chunks:
+                prepared = time.perf_counter()
                 batch = self._prepare_many([inputs[number] for number in chunk], sentences=sentences, errors=errors)
+                times["prepare"] += time.perf_counter() - prepared
                 submitted = device.submit(self._device_many, batch)
                 if pending is not None:
                     finish(*pending)
                 pending = (chunk, batch, submitted)
             if pending is not None:
                 finish(*pending)
+            times["total"] = time.perf_counter() - started
+            self.last_batch_seconds = times
+        logger.debug(
+            "%d inputs in %d batches: %.3f s; host prepare %.3f s, finish %.3f s, waiting for the device %.3f s; "
+            "device %.3f s (distraction %.3f s)",
+            len(requests), len(chunks), times["total"], times["prepare"], times["finish"], times["wait"], times["device"], times["distraction"],
+        )
         return outcomes
 
     def _prepare_many(
@@ -399,8 +424,10 @@ class Focuser:
         or the exception that stopped them."""
         if not batch.together:
             return _DeviceRead([], [])
+        started = time.perf_counter()
         try:
             reads = self._attention_signals_many(batch.queries, batch.texts, [prompt for _, prompt in batch.together])
+            attended = time.perf_counter()
             found: list[DistractionScores | None] = (
                 distraction_scores_many(
                     self.loaded.model, self.loaded.tokenizer, list(zip(batch.queries, batch.texts)), batch_size=len(batch.together) * 4
@@ -408,8 +435,9 @@ class Focuser:
                 if self.distraction else [None] * len(batch.together)
             )
         except Exception as error:  # noqa: BLE001 - handed to _finish_many
-            return _DeviceRead([], [], error)
-        return _DeviceRead(reads, found)
+            return _DeviceRead([], [], error, time.perf_counter() - started)
+        ended = time.perf_counter()
+        return _DeviceRead(reads, found, None, ended - started, ended - attended)
 
     def _finish_many(
         self, inputs: list[tuple[str, list[Passage], _Distinct]], batch: _Batch, read: _DeviceRead, *, errors: Errors
@@ -744,6 +772,9 @@ class _DeviceRead:
     reads: list[_WindowRead]
     distraction: list[DistractionScores | None]
     error: Exception | None = None
+    seconds: float = 0.0
+    """Wall time of the device's share, waits for the device included."""
+    distraction_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

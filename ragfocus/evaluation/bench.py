@@ -186,6 +186,7 @@ def run_bench(
     say(f"Focuser.rank_many over {len(questions)} questions")
     report.phases.append(_timed("rank_many", device, len(questions), sum(lengths),
                                 lambda: focuser.rank_many(requests, batch_size=batch_size)))
+    report.extra["rank_many_seconds"] = dict(focuser.last_batch_seconds)
     if single_questions:
         count = min(single_questions, len(questions))
         say(f"Focuser.rank one at a time over {count} questions")
@@ -262,6 +263,13 @@ def render_bench(report: BenchReport) -> str:
         ratio = report.rank_over_forward
         if ratio is not None:
             console.print(f"Focuser.rank_many / bare forward, time per query: {ratio:.2f}x")
+        split = report.extra.get("rank_many_seconds")
+        if split:
+            console.print(
+                f"rank_many's {split['total']:.2f} s: this thread tokenizing {split['prepare']:.2f} s, fusing {split['finish']:.2f} s, "
+                f"waiting for the device {split['wait']:.2f} s; the device worker {split['device']:.2f} s "
+                f"(distraction {split['distraction']:.2f} s)"
+            )
         single, rank = report.phase("rank_one_at_a_time"), report.phase("rank_many")
         if single is not None and rank is not None:
             console.print(f"rank_many / rank one at a time, queries per second: {rank.queries_per_second / single.queries_per_second:.2f}x")
