@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--start", type=int, default=0, help="first HotpotQA dev question (0-2999 is the development split)")
     bench.add_argument("--questions", type=int, default=512, help="questions to time")
     bench.add_argument("--no-distraction", action="store_true", help="leave the distraction pass out")
+    bench.add_argument("--repeat", type=int, default=1, metavar="N",
+                       help="run the bare forward and rank_many N times, alternating, and report the median of each")
     bench.add_argument("--single", type=int, default=0, metavar="N", help="also time Focuser.rank one query at a time on N questions")
     bench.add_argument("--peer", type=int, default=0, metavar="N", help="also time LongLLMLingua's ranking on N questions")
     bench.add_argument("--check", type=Path, default=None, metavar="REF.json",
@@ -329,7 +331,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     focuser = Focuser(loaded, distraction=False if args.no_distraction else None)
     report = run_bench(
         focuser, hotpotqa(args.start, args.questions), batch_size=args.batch_size,
-        single_questions=args.single, peer_questions=args.peer,
+        single_questions=args.single, peer_questions=args.peer, repeat=args.repeat,
         progress=lambda message: print(message, file=sys.stderr),
     )
     report.extra["command"] = " ".join(["ragfocus", *sys.argv[1:]])

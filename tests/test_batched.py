@@ -171,8 +171,13 @@ def test_distraction_prompts_tokenized_together_equal_one_by_one(default_model: 
 def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     focuser = Focuser(tiny_model)
     questions = hotpotqa(0, 3)
-    report = run_bench(focuser, questions, batch_size=2, single_questions=2)
+    report = run_bench(focuser, questions, batch_size=2, single_questions=2, repeat=3)
     assert [phase.name for phase in report.phases] == ["bare_forward", "rank_many", "rank_one_at_a_time"]
+    runs = report.extra["runs"]
+    assert len(runs["bare_forward"]) == len(runs["rank_many"]) == 3
+    assert report.phases[1].seconds == sorted(runs["rank_many"])[1]  # the median run
+    split = report.extra["rank_many_seconds"]
+    assert split["total"] > 0 and split["prepare"] > 0 and split["device"] > 0
     assert report.count == 3 and report.questions == (0, 2)
     assert all(phase.seconds > 0 and phase.queries_per_second > 0 for phase in report.phases)
     assert report.rank_over_forward is not None and report.rank_over_forward > 0
@@ -180,7 +185,9 @@ def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     payload = json.loads(json.dumps(report.to_dict()))
     assert payload["phases"][1]["tokens"] == payload["phases"][0]["tokens"] > 0
     text = render_bench(report)
-    assert "rank_many" in text and "bare forward" in text
+    assert "rank_many" in text and "bare forward" in text and "median of runs" in text
+    with pytest.raises(ValueError, match="repeat"):
+        run_bench(focuser, questions, batch_size=2, repeat=0)
 
 
 def test_forward_flops_counts_parameters_and_attention(tiny_model: LoadedModel) -> None:

@@ -148,12 +148,18 @@ def run_bench(
     batch_size: int,
     single_questions: int = 0,
     peer_questions: int = 0,
+    repeat: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
     """Time the phases above on ``questions`` (all of them for the bare forward and
-    ``rank_many``; the first ``single_questions`` / ``peer_questions`` for the others)."""
+    ``rank_many``; the first ``single_questions`` / ``peer_questions`` for the others).
+
+    With ``repeat`` > 1 the bare forward and ``rank_many`` run that many times, alternating,
+    and each reports its median run; every run's seconds are kept in ``extra["runs"]``."""
     if not questions:
         raise ValueError("no questions to run")
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
     say = progress or (lambda message: logger.info("%s", message))
     loaded = focuser.loaded
     device = loaded.device
@@ -180,13 +186,24 @@ def run_bench(
     bare_forward(loaded.model, token_ids[:warm], batch_size=batch_size)
     focuser.rank_many(requests[:warm], batch_size=batch_size)
 
-    say(f"bare forward over {len(questions)} prompts")
-    report.phases.append(_timed("bare_forward", device, len(questions), sum(lengths),
+    bare_runs: list[PhaseTiming] = []
+    rank_runs: list[tuple[PhaseTiming, dict[str, float]]] = []
+    for run in range(1, repeat + 1):
+        suffix = f" (run {run} of {repeat})" if repeat > 1 else ""
+        say(f"bare forward over {len(questions)} prompts{suffix}")
+        bare_runs.append(_timed("bare_forward", device, len(questions), sum(lengths),
                                 lambda: bare_forward(loaded.model, token_ids, batch_size=batch_size)))
-    say(f"Focuser.rank_many over {len(questions)} questions")
-    report.phases.append(_timed("rank_many", device, len(questions), sum(lengths),
-                                lambda: focuser.rank_many(requests, batch_size=batch_size)))
-    report.extra["rank_many_seconds"] = dict(focuser.last_batch_seconds)
+        say(f"Focuser.rank_many over {len(questions)} questions{suffix}")
+        timing = _timed("rank_many", device, len(questions), sum(lengths), lambda: focuser.rank_many(requests, batch_size=batch_size))
+        rank_runs.append((timing, dict(focuser.last_batch_seconds)))
+    report.phases.append(_median(bare_runs))
+    median_rank = _median([timing for timing, _ in rank_runs])
+    report.phases.append(median_rank)
+    report.extra["rank_many_seconds"] = next(split for timing, split in rank_runs if timing is median_rank)
+    report.extra["runs"] = {
+        "bare_forward": [timing.seconds for timing in bare_runs],
+        "rank_many": [timing.seconds for timing, _ in rank_runs],
+    }
     if single_questions:
         count = min(single_questions, len(questions))
         say(f"Focuser.rank one at a time over {count} questions")
@@ -221,6 +238,11 @@ def bare_forward(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, 
         # needed (as in Focuser.rank_many's prefix pass); the pads' own outputs are discarded.
         with batched_attention_kernels(device):
             model.base_model(input_ids=ids.to(device), use_cache=False)
+
+
+def _median(runs: Sequence[PhaseTiming]) -> PhaseTiming:
+    """The run of median seconds (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda timing: timing.seconds)[(len(runs) - 1) // 2]
 
 
 def _timed(name: str, device: torch.device, queries: int, tokens: int, work: Callable[[], object]) -> PhaseTiming:
@@ -263,6 +285,13 @@ def render_bench(report: BenchReport) -> str:
         ratio = report.rank_over_forward
         if ratio is not None:
             console.print(f"Focuser.rank_many / bare forward, time per query: {ratio:.2f}x")
+        runs = report.extra.get("runs")
+        if runs and len(runs["rank_many"]) > 1:
+            console.print(
+                "median of runs; seconds of each: bare forward "
+                + ", ".join(f"{value:.2f}" for value in runs["bare_forward"])
+                + "; rank_many " + ", ".join(f"{value:.2f}" for value in runs["rank_many"])
+            )
         split = report.extra.get("rank_many_seconds")
         if split:
             console.print(
