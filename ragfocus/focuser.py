@@ -30,7 +30,13 @@ from ragfocus.passages import PassageLike, as_passages
 from ragfocus.prompt import TokenizedPrompt, build_prompt, build_prompts
 from ragfocus.scoring.attention_sort import attention_sort, check_sort_rounds, passage_attention
 from ragfocus.scoring.batched import batched_prompt_signals
-from ragfocus.scoring.distraction import DistractionScores, distraction_scores, distraction_scores_many
+from ragfocus.scoring.distraction import (
+    DistractionPrompts,
+    DistractionScores,
+    distraction_scores,
+    score_distraction,
+    tokenize_distraction,
+)
 from ragfocus.scoring.heads import merge_heads
 from ragfocus.scoring.lexical import bm25_scores
 from ragfocus.scoring.retrieval_heads import (
@@ -417,7 +423,13 @@ class Focuser:
                 results[number] = error
         queries = [inputs[number][0] for number, _ in together]
         texts = [inputs[number][2].texts for number, _ in together]
-        return _Batch(results, together, queries, texts)
+        distraction = None
+        if self.distraction and together:
+            try:
+                distraction = tokenize_distraction(self.loaded.tokenizer, list(zip(queries, texts)))
+            except Exception as error:  # noqa: BLE001 - the device share reports it
+                logger.debug("distraction prompts could not be tokenized together: %s", error)
+        return _Batch(results, together, queries, texts, distraction)
 
     def _device_many(self, batch: _Batch) -> _DeviceRead:
         """The device's share: the batched capture and distraction of the one-prompt inputs,
@@ -428,12 +440,10 @@ class Focuser:
         try:
             reads = self._attention_signals_many(batch.queries, batch.texts, [prompt for _, prompt in batch.together])
             attended = time.perf_counter()
-            found: list[DistractionScores | None] = (
-                distraction_scores_many(
-                    self.loaded.model, self.loaded.tokenizer, list(zip(batch.queries, batch.texts)), batch_size=len(batch.together) * 4
-                )
-                if self.distraction else [None] * len(batch.together)
-            )
+            found: list[DistractionScores | None] = [None] * len(batch.together)
+            if self.distraction:
+                prompts = batch.distraction or tokenize_distraction(self.loaded.tokenizer, list(zip(batch.queries, batch.texts)))
+                found = list(score_distraction(self.loaded.model, prompts, batch_size=len(batch.together) * 4))
         except Exception as error:  # noqa: BLE001 - handed to _finish_many
             return _DeviceRead([], [], error, time.perf_counter() - started)
         ended = time.perf_counter()
@@ -763,6 +773,8 @@ class _Batch:
     """The inputs scored as one batch on the device, with their prompts."""
     queries: list[str]
     texts: list[list[str]]
+    distraction: DistractionPrompts | None = None
+    """The distraction prompts, tokenized on the host (``None`` without distraction)."""
 
 
 @dataclass(frozen=True)

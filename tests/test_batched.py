@@ -20,7 +20,12 @@ from ragfocus.evaluation.datasets import hotpotqa
 from ragfocus.evaluation.rankings import compare_rankings, record_rankings
 from ragfocus.models import LoadedModel, load_model
 from ragfocus.prompt import build_prompt
-from ragfocus.scoring.distraction import distraction_prompt_ids, distraction_prompt_ids_many
+from ragfocus.scoring.distraction import (
+    distraction_prompt_ids,
+    distraction_prompt_ids_many,
+    distraction_scores,
+    distraction_scores_many,
+)
 from ragfocus.types import Passage
 
 
@@ -166,6 +171,21 @@ def test_distraction_prompts_tokenized_together_equal_one_by_one(default_model: 
     for (question, passage), ids in zip(pairs, prompts):
         single, single_answer = distraction_prompt_ids(tokenizer, question, passage)
         assert ids == single and answer == single_answer
+
+
+def test_distraction_of_many_pairs_equals_pair_by_pair(tiny_model: LoadedModel) -> None:
+    """Length-sorted batches across pairs, right-padded, give each pair's own scores."""
+    queries = [
+        ("Who wrote Hamlet?", ["Hamlet is a play by Shakespeare.", "The Nile flows north through Egypt and Sudan."]),
+        ("Where is Paris?", ["Paris is in France."]),
+        ("Which river?", ["A", "The Danube " * 20, "Rivers."]),
+    ]
+    many = distraction_scores_many(tiny_model.model, tiny_model.tokenizer, queries, batch_size=2)
+    assert [len(found.abstain_logprob) for found in many] == [2, 1, 3]
+    for (question, passages), found in zip(queries, many):
+        alone = distraction_scores(tiny_model.model, tiny_model.tokenizer, question, passages, batch_size=1)
+        assert found.abstain_logprob == pytest.approx(alone.abstain_logprob, abs=1e-4)
+        assert found.distraction == pytest.approx(alone.distraction, abs=1e-4)
 
 
 def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:

@@ -128,16 +128,18 @@ def _membership(
     spans: Sequence[Sequence[tuple[int, int]]], width: int, passages: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token-to-passage matrix (prompts, width, passages) float64, the passage-token mask
-    (prompts, width) and each span's length (prompts, passages), built on the host and
-    copied once."""
-    membership = torch.zeros((len(spans), width, passages), dtype=torch.float64)
-    lengths = torch.zeros((len(spans), passages), dtype=torch.float64)
+    (prompts, width) and each span's length (prompts, passages), built on ``device`` from the
+    spans alone (a few integers per passage cross from the host)."""
+    bounds = torch.zeros((len(spans), passages, 2), dtype=torch.long)
     for element, prompt_spans in enumerate(spans):
-        for passage, (start, end) in enumerate(prompt_spans):
-            membership[element, start:end, passage] = 1.0
-            lengths[element, passage] = max(end - start, 0)
-    inside = membership.sum(dim=2) > 0
-    return membership.to(device), inside.to(device), lengths.to(device)
+        if prompt_spans:
+            bounds[element, : len(prompt_spans)] = torch.tensor([list(span) for span in prompt_spans], dtype=torch.long)
+    bounds = bounds.to(device, non_blocking=True)
+    starts, ends = bounds[..., 0], bounds[..., 1]
+    tokens = torch.arange(width, device=device)[None, :, None]
+    member = (tokens >= starts[:, None, :]) & (tokens < ends[:, None, :])
+    lengths = (ends - starts).clamp(min=0).double()
+    return member.double(), member.any(dim=2), lengths
 
 
 def _non_sink(null_per_token: torch.Tensor, inside: torch.Tensor, sink_factor: float | None) -> torch.Tensor:

@@ -106,7 +106,49 @@ def distraction_scores(
     )
 
 
+@dataclass(frozen=True)
+class DistractionPrompts:
+    """The tokenized distraction prompts of many (question, passages) pairs
+    (``tokenize_distraction``), ready for ``score_distraction``."""
+
+    sequences: list[list[int]]
+    """Prompt and abstain answer, one per (pair, passage), pairs in order."""
+    answer_length: int
+    passages: list[int]
+    """How many passages each pair has."""
+
+
+def tokenize_distraction(tokenizer: object, queries: Sequence[tuple[str, Sequence[str]]]) -> DistractionPrompts:
+    """Every (question, passage) prompt of every pair, tokenized in one call (host work)."""
+    pairs = [(question, passage) for question, passages in queries for passage in passages]
+    prompts, answer = distraction_prompt_ids_many(tokenizer, pairs)
+    return DistractionPrompts([prompt + answer for prompt in prompts], len(answer), [len(passages) for _, passages in queries])
+
+
 @torch.inference_mode()
+def score_distraction(model: torch.nn.Module, prompts: DistractionPrompts, *, batch_size: int = 64) -> list[DistractionScores]:
+    """DE(q, p) of tokenized prompts: sorted by length and run ``batch_size`` at a time, so
+    the padding stays small (device work)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    sequences = prompts.sequences
+    logprobs = [0.0] * len(sequences)
+    by_length = sorted(range(len(sequences)), key=lambda job: len(sequences[job]))
+    for first in range(0, len(by_length), batch_size):
+        chunk = by_length[first : first + batch_size]
+        with batched_attention_kernels(next(model.parameters()).device):
+            found = _sequence_logprobs(model, [sequences[job] for job in chunk], prompts.answer_length, pad_multiple=PAD_MULTIPLE)
+        for job, value in zip(chunk, found):
+            logprobs[job] = value
+    results = []
+    start = 0
+    for count in prompts.passages:
+        values = logprobs[start : start + count]
+        results.append(DistractionScores(distraction=[1.0 - math.exp(value) for value in values], abstain_logprob=values))
+        start += count
+    return results
+
+
 def distraction_scores_many(
     model: torch.nn.Module,
     tokenizer: object,
@@ -120,24 +162,7 @@ def distraction_scores_many(
     rounding."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    jobs = [(number, position, question, passage) for number, (question, passages) in enumerate(queries) for position, passage in enumerate(passages)]
-    prompts, answer = distraction_prompt_ids_many(tokenizer, [(question, passage) for _, _, question, passage in jobs])
-    sequences = [prompt + answer for prompt in prompts]
-    logprobs = [0.0] * len(jobs)
-    by_length = sorted(range(len(jobs)), key=lambda job: len(sequences[job]))
-    for first in range(0, len(by_length), batch_size):
-        chunk = by_length[first : first + batch_size]
-        with batched_attention_kernels(next(model.parameters()).device):
-            found_logprobs = _sequence_logprobs(model, [sequences[job] for job in chunk], len(answer), pad_multiple=PAD_MULTIPLE)
-        for job, value in zip(chunk, found_logprobs):
-            logprobs[job] = value
-    found: list[list[float]] = [[0.0] * len(passages) for _, passages in queries]
-    for (number, position, _, _), value in zip(jobs, logprobs):
-        found[number][position] = value
-    return [
-        DistractionScores(distraction=[1.0 - math.exp(value) for value in values], abstain_logprob=values)
-        for values in found
-    ]
+    return score_distraction(model, tokenize_distraction(tokenizer, queries), batch_size=batch_size)
 
 
 def _abstain_logprobs(model: torch.nn.Module, tokenizer: object, question: str, passages: Sequence[str]) -> list[float]:
