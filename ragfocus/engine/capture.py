@@ -56,11 +56,8 @@ class _CaptureSession:
     packed: PackedSuffixes | None = None
     """The packed suffixes of a batched capture (on the model's device): per element, suffix
     and head, the mean of the rows read is kept."""
-    suffix_bias: torch.Tensor | None = None
-    """With ``packed``: the suffix positions' attention bias (``PackedSuffixes.masks``)."""
-    suffix_weights: torch.Tensor | None = None
-    """With ``packed``: (batch, suffixes, positions) weights of the rows read
-    (``PackedSuffixes.position_weights``)."""
+    row_bias: torch.Tensor | None = None
+    """With ``packed``: its rows' attention bias (``PackedSuffixes.masks``)."""
     captured: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
 
@@ -89,19 +86,19 @@ def _capturing_attention(
     if session is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     layer = int(module.layer_idx)
-    if session.suffix_bias is not None and session.suffix_weights is not None and layer in session.heads:
-        output, session.captured[layer] = packed_suffix_attention(
-            query, key, value,
-            bias=session.suffix_bias,
-            weights=session.suffix_weights,
-            heads=session.heads[layer],
-            scaling=kwargs.get("scaling") or query.shape[-1] ** -0.5,
-            softcap=kwargs.get("softcap"),
-        )
-        if layer >= session.stop_after_layer:
-            raise _StopForward
-        return output, None
-    if session.rows is not None and layer in session.heads:
+    if session.packed is not None and session.row_bias is not None and layer in session.heads:
+        session.captured[layer] = [
+            packed_row_attention(
+                query, key,
+                row_index=session.packed.row_index,
+                row_bias=session.row_bias,
+                row_weights=session.packed.row_weights,
+                heads=session.heads[layer],
+                scaling=kwargs.get("scaling") or query.shape[-1] ** -0.5,
+                softcap=kwargs.get("softcap"),
+            )
+        ]
+    elif session.rows is not None and layer in session.heads:
         session.captured[layer] = [
             query_row_attention(
                 query[element : element + 1],
@@ -152,46 +149,44 @@ def query_row_attention(
     return torch.softmax(scores, dim=-1)
 
 
-def packed_suffix_attention(
+def packed_row_attention(
     query: torch.Tensor,
     key: torch.Tensor,
-    value: torch.Tensor,
     *,
-    bias: torch.Tensor,
-    weights: torch.Tensor,
+    row_index: torch.Tensor,
+    row_bias: torch.Tensor,
+    row_weights: torch.Tensor,
     heads: torch.Tensor,
     scaling: float,
     softcap: float | None = None,
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The attention of a packed suffix pass (``ragfocus.engine.packing``) in one float32
-    computation that serves twice: as the layer's attention output, in place of SDPA, and,
-    through ``weights``, as the capture.
+) -> torch.Tensor:
+    """Per batch element, suffix and query head in ``heads``, the weighted sum of the
+    attention rows read (``ragfocus.engine.packing``): float32 (batch, suffixes, len(heads),
+    k_len).
 
-    ``query`` is (batch, query_heads, q_len, dim), ``key`` and ``value`` (batch, kv_heads, k_len,
-    dim), post-RoPE, the keys and values including the prefix cache; ``bias`` (batch, 1, q_len,
-    k_len) is 0 where a position may attend and -inf elsewhere; ``weights`` (batch, suffixes,
-    q_len) sums the rows read per suffix. Returns the attention output (batch, q_len,
-    query_heads, dim) in the query's dtype, as transformers' SDPA attention returns it, and
-    ``[captured]``, float32 (batch, suffixes, len(heads), k_len). The suffix positions are few, so
-    their full float32 probabilities cost about what SDPA's masked kernel costs on its own; no
-    host-device synchronisation.
+    ``query`` is (batch, query_heads, q_len, dim) and ``key`` (batch, kv_heads, k_len, dim),
+    post-RoPE, the keys including the cache; ``row_index`` (batch, rows) picks the query rows,
+    ``row_bias`` (batch, 1, rows, k_len) is 0 where a row may attend and -inf elsewhere, and
+    ``row_weights`` (batch, suffixes, rows) sums the rows per suffix. Only the rows read are
+    computed, the whole batch in a few tensor operations with no host-device synchronisation.
     """
-    batch, query_heads, q_len, dim = query.shape
+    batch, query_heads, _, dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
     groups = query_heads // kv_heads
+    rows = row_index.shape[1]
+    picked = query.gather(2, row_index[:, None, :, None].expand(batch, query_heads, rows, dim))
     # Each key/value head is converted to float32 once and shared by its query heads; the
-    # query rows carry the scaling.
-    q = (query.float() * scaling).reshape(batch, kv_heads, groups * q_len, dim)
-    scores = torch.matmul(q, key.float().transpose(-1, -2)).view(batch, query_heads, q_len, k_len)
+    # few query rows carry the scaling.
+    q = (picked.float() * scaling).view(batch, kv_heads, groups * rows, dim)
+    scores = torch.matmul(q, key.float().transpose(-1, -2)).view(batch, query_heads, rows, k_len)
+    if len(heads) < query_heads:
+        scores = scores[:, heads]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    probabilities = torch.softmax(scores.add_(bias), dim=-1)
-    output = torch.matmul(probabilities.view(batch, kv_heads, groups * q_len, k_len), value.float())
-    output = output.view(batch, query_heads, q_len, dim).transpose(1, 2).to(query.dtype).contiguous()
-    read = probabilities if len(heads) == query_heads else probabilities[:, heads]
-    # (batch, 1, suffixes, q_len) @ (batch, heads, q_len, k_len): a batched matmul, no copy of
+    probabilities = torch.softmax(scores.add_(row_bias), dim=-1)
+    # (batch, 1, suffixes, rows) @ (batch, heads, rows, k_len): a batched matmul, no copy of
     # the probabilities.
-    return output, [torch.matmul(weights[:, None], read).transpose(1, 2)]
+    return torch.matmul(row_weights[:, None], probabilities).transpose(1, 2)
 
 
 @dataclass(frozen=True)
@@ -324,7 +319,7 @@ class AttentionEngine:
         Memory beyond the model (``docs/gpu.md``): the KV cache, 2 x layers x kv_heads x
         head_dim x prompts x (prefix width + packed suffix width) values, held twice while a
         layer appends the suffix, and per layer read, about three float32 tensors of prompts x
-        query heads x packed suffix width x (prefix width + packed suffix width).
+        heads read in that layer x rows read x (prefix width + packed suffix width).
         """
         if not prefixes:
             return torch.zeros((0, 0, 0, 0), device=self.device)
@@ -360,10 +355,7 @@ class AttentionEngine:
             with self._session(_CaptureSession(heads=head_index, stop_after_layer=last_layer)):
                 self._run(prefix_ids, cache, position_ids=positions)
             mask, bias = packed.masks()
-            session = _CaptureSession(
-                heads=head_index, stop_after_layer=last_layer, packed=packed,
-                suffix_bias=bias, suffix_weights=packed.position_weights(),
-            )
+            session = _CaptureSession(heads=head_index, stop_after_layer=last_layer, packed=packed, row_bias=bias)
             with self._session(session):
                 self._run(packed.input_ids, cache, attention_mask=mask, position_ids=packed.position_ids)
         captured = torch.cat([session.captured[layer][0] for layer in sorted(head_index)], dim=2)

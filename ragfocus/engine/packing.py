@@ -6,8 +6,8 @@ query and a content-free calibration query), and attention sorting (Peysakhovich
 cache. Packed instead into one sequence per prompt, every suffix token attends to the whole
 prefix and causally to the earlier tokens of its own suffix only (a block mask), and each
 suffix's positions restart right after the prefix, so every token sees exactly what it would
-see in its own row: one cache, no copies. The rows a caller reads are listed per prompt with
-their weights (a mean per suffix).
+see in its own row: one cache, no copies. The attention rows a caller reads are gathered
+into a short list per prompt, so the capture computes only those rows.
 
 Everything here is built on the host, once per batch, as index and mask tensors.
 """
@@ -47,8 +47,7 @@ class PackedSuffixes:
     prefix_lengths: torch.Tensor
     """(B,) long: each prompt's real prefix tokens (the rest of the ``P`` are padding)."""
     row_index: torch.Tensor
-    """(B, R) long: the packed positions of the rows read; unused slots repeat a read row
-    (with weight 0)."""
+    """(B, R) long: the packed positions of the rows read; unused slots repeat a read row."""
     row_weights: torch.Tensor
     """(B, S, R) float32: 1/n over the n rows read of each suffix, 0 elsewhere, so that
     weights @ attention is each suffix's mean attention row."""
@@ -63,25 +62,23 @@ class PackedSuffixes:
         return PackedSuffixes(**moved)
 
     def masks(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The suffix pass's mask, as a boolean and as an additive bias, on the tensors' device:
-        (B, 1, Q, P + Q), True (0) where a position may attend: its prompt's real prefix
-        tokens and the earlier positions of its own suffix (a padding position sees the prefix
-        and the padding before it, so that no row is empty), False (-inf) elsewhere."""
+        """The forward pass's mask and the capture's bias, on the tensors' device.
+
+        - (B, 1, Q, P + Q) bool, True where a position may attend: its prompt's real prefix
+          tokens and the earlier positions of its own suffix (a padding position sees the
+          prefix and the padding before it, so that no row is empty);
+        - (B, 1, R, P + Q) float32 for the rows read: 0 where they may attend, -inf elsewhere.
+        """
         batch, width = self.input_ids.shape
         device = self.input_ids.device
         sees_prefix = torch.arange(self.prefix_width, device=device)[None, None, :] < self.prefix_lengths[:, None, None]
         positions = torch.arange(width, device=device)
         causal = positions[None, :] <= positions[:, None]  # key <= query
         own_block = (self.block[:, :, None] == self.block[:, None, :]) & causal[None]
-        mask = torch.cat([sees_prefix.expand(batch, width, self.prefix_width), own_block], dim=2)[:, None]
-        bias = torch.zeros(mask.shape, dtype=torch.float32, device=device).masked_fill_(~mask, float("-inf"))
-        return mask, bias
-
-    def position_weights(self) -> torch.Tensor:
-        """``row_weights`` spread over the packed positions: (B, S, Q) float32."""
-        batch, count, _ = self.row_weights.shape
-        spread = torch.zeros((batch, count, self.input_ids.shape[1]), dtype=torch.float32, device=self.row_weights.device)
-        return spread.scatter_add_(2, self.row_index[:, None, :].expand(-1, count, -1), self.row_weights)
+        mask = torch.cat([sees_prefix.expand(batch, width, self.prefix_width), own_block], dim=2)
+        read = mask.gather(1, self.row_index[:, :, None].expand(-1, -1, mask.shape[2]))
+        bias = torch.zeros(read.shape, dtype=torch.float32, device=device).masked_fill_(~read, float("-inf"))
+        return mask[:, None], bias[:, None]
 
 
 def pack_suffixes(
