@@ -14,7 +14,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,7 +37,7 @@ from ragfocus.scoring.distraction import (
     score_distraction,
     tokenize_distraction,
 )
-from ragfocus.scoring.heads import merge_heads
+from ragfocus.scoring.heads import head_order, merge_heads
 from ragfocus.scoring.lexical import bm25_scores
 from ragfocus.scoring.retrieval_heads import (
     DEFAULT_SINK_FACTOR,
@@ -241,20 +241,7 @@ class Focuser:
         items = as_passages(passages)
         with self._lock:
             ranked, found = self._rank(query, items, sentences=config.granularity == "sentence")
-        chosen = select(ranked, config, count, sentences=found, slot_strength=self.fusion.slot_strength)
-        if ranked and not chosen.kept and chosen.budget is not None:
-            logger.warning("budget of %d tokens is below every passage: nothing kept", chosen.budget)
-        return FocusResult(
-            query=query,
-            context=chosen.context,
-            kept=chosen.kept,
-            dropped=chosen.dropped,
-            tokens_in=chosen.tokens_in,
-            tokens_out=chosen.tokens_out,
-            seconds=time.perf_counter() - started,
-            budget=chosen.budget,
-            order=config.order,
-        )
+        return self._focus_result(query, ranked, found, config, count, lambda: time.perf_counter() - started)
 
     def rank_many(
         self,
@@ -313,17 +300,34 @@ class Focuser:
                 results.append(outcome)
                 continue
             ranked, found = outcome
-            chosen = select(ranked, config, count, sentences=found, slot_strength=self.fusion.slot_strength)
-            if ranked and not chosen.kept and chosen.budget is not None:
-                logger.warning("budget of %d tokens is below every passage: nothing kept", chosen.budget)
-            results.append(
-                FocusResult(
-                    query=query, context=chosen.context, kept=chosen.kept, dropped=chosen.dropped,
-                    tokens_in=chosen.tokens_in, tokens_out=chosen.tokens_out, seconds=share,
-                    budget=chosen.budget, order=config.order,
-                )
-            )
+            results.append(self._focus_result(query, ranked, found, config, count, lambda: share))
         return results  # type: ignore[return-value]
+
+    def _focus_result(
+        self,
+        query: str,
+        ranked: list[ScoredPassage],
+        found: dict[int, list[ScoredSentence]],
+        config: SelectionConfig,
+        count: TokenCounter,
+        seconds: Callable[[], float],
+    ) -> FocusResult:
+        """Keep what fits of a ranking (``select``) and wrap it; ``seconds`` is read once the
+        selection is done."""
+        chosen = select(ranked, config, count, sentences=found, slot_strength=self.fusion.slot_strength)
+        if ranked and not chosen.kept and chosen.budget is not None:
+            logger.warning("budget of %d tokens is below every passage: nothing kept", chosen.budget)
+        return FocusResult(
+            query=query,
+            context=chosen.context,
+            kept=chosen.kept,
+            dropped=chosen.dropped,
+            tokens_in=chosen.tokens_in,
+            tokens_out=chosen.tokens_out,
+            seconds=seconds(),
+            budget=chosen.budget,
+            order=config.order,
+        )
 
     def _rank_many(
         self,
@@ -650,8 +654,7 @@ class Focuser:
         device (``ragfocus.scoring.batched``)."""
         sorting = self.sort_rounds > 0
         read = self._heads_read()
-        index = self.engine.validate_heads(read)
-        order = tuple((layer, int(head)) for layer in sorted(index) for head in index[layer].tolist())
+        order = head_order(read)  # on the host: no device index tensors to read back per layer
         suffixes = [[p.query_ids, p.null_ids] + ([p.sort_ids] if sorting else []) for p in prompts]
         rows = [[p.query_rows, p.null_rows] + ([p.sort_rows] if sorting else []) for p in prompts]
         captured = self.engine.suffix_attention_batch([p.prefix_ids for p in prompts], suffixes, rows=rows, heads=read)

@@ -160,8 +160,6 @@ def distraction_scores_many(
     prompt of every pair is sorted by length and run ``batch_size`` prompts at a time, so the
     padding stays small. Equal to ``distraction_scores`` pair by pair up to floating-point
     rounding."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     return score_distraction(model, tokenize_distraction(tokenizer, queries), batch_size=batch_size)
 
 

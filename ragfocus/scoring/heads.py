@@ -37,6 +37,14 @@ def head_set(pairs: Iterable[tuple[int, int]]) -> HeadSet:
     return {layer: tuple(sorted(set(heads))) for layer, heads in sorted(grouped.items())}
 
 
+def head_order(heads: HeadSet) -> tuple[tuple[int, int], ...]:
+    """The (layer, head) pairs of ``heads`` in the order a capture stacks them: layers
+    ascending, each layer's heads ascending, each pair once (``AttentionEngine.validate_heads``'s
+    order), computed on the host."""
+    ordered = merge_heads(heads)
+    return tuple((layer, head) for layer, layer_heads in ordered.items() for head in layer_heads)
+
+
 def _check_shape(num_layers: int, num_heads: int) -> None:
     if num_layers < 1 or num_heads < 1:
         raise ValueError(f"a model needs at least one layer and head, got {num_layers} layers and {num_heads} heads")

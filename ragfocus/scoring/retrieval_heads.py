@@ -23,7 +23,7 @@ import torch
 
 from ragfocus.engine import AttentionEngine, HeadSet
 from ragfocus.prompt import TokenizedPrompt
-from ragfocus.scoring.heads import head_set
+from ragfocus.scoring.heads import head_order, head_set
 
 Aggregate = Literal["mean", "sum"]
 AGGREGATES: tuple[str, ...] = ("mean", "sum")
@@ -75,8 +75,7 @@ def capture_head_attention(
     real query and "N/A" differ in length). With ``sort=True`` the attention-sorting suffix
     runs in the same batch over the same cache (the first round of attention sorting costs
     no extra prefill)."""
-    index = engine.validate_heads(heads)
-    order = tuple((layer, int(head)) for layer in sorted(index) for head in index[layer].tolist())
+    order = head_order(heads)
     suffixes = [prompt.query_ids, prompt.null_ids]
     rows = [prompt.query_rows, prompt.null_rows]
     if sort:
