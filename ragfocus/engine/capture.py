@@ -30,7 +30,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ragfocus.engine.kernels import batched_attention_kernels, padded_width
+from ragfocus.engine.kernels import batched_attention_kernels, padded_width, to_device
 from ragfocus.engine.packing import PackedSuffixes, pack_suffixes
 
 CAPTURE_IMPLEMENTATION = "ragfocus_capture"
@@ -38,6 +38,9 @@ CAPTURE_IMPLEMENTATION = "ragfocus_capture"
 
 HeadSet = Mapping[int, Sequence[int]]
 """Heads to read: layer index -> head indices (both counted from 0)."""
+
+_HEAD_TENSOR_SETS = 64
+"""How many head sets' index tensors an engine keeps (a Focuser uses three or four)."""
 
 _REGISTER_LOCK = threading.Lock()
 _registered = False
@@ -220,24 +223,42 @@ class AttentionEngine:
         self.model = model
         self.num_layers = int(model.config.num_hidden_layers)
         self.num_heads = int(model.config.num_attention_heads)
+        self._head_tensors: dict[tuple[str, tuple[tuple[int, tuple[int, ...]], ...]], dict[int, torch.Tensor]] = {}
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def validate_heads(self, heads: HeadSet) -> dict[int, torch.Tensor]:
-        """Check layer/head indices against the model and turn them into index tensors."""
+        """Check layer/head indices against the model and turn them into index tensors on the
+        model's device.
+
+        The tensors of a head set are made once and reused: each new one is a copy to the
+        device, and on a GPU a copy per layer and per batch kept the host waiting.
+        """
         if not heads:
             raise ValueError("heads is empty: name at least one (layer, head) to read")
-        checked: dict[int, torch.Tensor] = {}
+        checked: list[tuple[int, tuple[int, ...]]] = []
         for layer, layer_heads in sorted(heads.items()):
             if not 0 <= int(layer) < self.num_layers:
                 raise ValueError(f"layer {layer} is out of range: the model has layers 0-{self.num_layers - 1}")
             indices = sorted({int(h) for h in layer_heads})
             if not indices or indices[0] < 0 or indices[-1] >= self.num_heads:
                 raise ValueError(f"heads {list(layer_heads)} of layer {layer} are out of range 0-{self.num_heads - 1}")
-            checked[int(layer)] = torch.tensor(indices, dtype=torch.long, device=self.device)
-        return checked
+            checked.append((int(layer), tuple(indices)))
+        device = self.device
+        key = (str(device), tuple(checked))
+        tensors = self._head_tensors.get(key)
+        if tensors is None:
+            flat = to_device(torch.tensor([h for _, indices in checked for h in indices], dtype=torch.long), device)
+            tensors, start = {}, 0
+            for layer, indices in checked:
+                tensors[layer] = flat[start : start + len(indices)]
+                start += len(indices)
+            if len(self._head_tensors) >= _HEAD_TENSOR_SETS:
+                self._head_tensors.clear()
+            self._head_tensors[key] = tensors
+        return dict(tensors)
 
     @torch.inference_mode()
     def suffix_attention(
@@ -345,7 +366,7 @@ class AttentionEngine:
             prefix_ids[element, : len(prefix)] = torch.tensor(list(prefix), dtype=torch.long)
         # One copy to the device per tensor, before any layer runs.
         packed = pack_suffixes(lengths, width, suffixes, rows, pad_id=pad).to(device)
-        prefix_ids = prefix_ids.to(device, non_blocking=True)
+        prefix_ids = to_device(prefix_ids, device)
         cache = DynamicCache(config=self.model.config)
         positions = torch.arange(width, device=device)[None, :].expand(len(prefixes), -1)
         with batched_attention_kernels(device):

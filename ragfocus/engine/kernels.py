@@ -35,3 +35,16 @@ def batched_attention_kernels(device: torch.device) -> Iterator[None]:
         return
     with sdpa_kernel(_BACKENDS):
         yield
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the host) copied to ``device`` without making the host wait.
+
+    A copy from pageable host memory to a GPU synchronises the stream: the calling thread
+    waits for every kernel queued before it and then has to win the GIL back before it can
+    launch the next one, while the GPU idles (``docs/gpu.md``). From pinned memory the copy
+    is queued like a kernel. Elsewhere this is ``tensor.to(device)``.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ragfocus.engine.kernels import padded_width
+from ragfocus.engine.kernels import padded_width, to_device
 
 SUFFIX_MULTIPLE = 16
 """Packed suffix widths are rounded up to a multiple of this many tokens."""
@@ -54,11 +54,11 @@ class PackedSuffixes:
     prefix_width: int
 
     def to(self, device: torch.device) -> PackedSuffixes:
-        """The same tensors on ``device`` (copied without waiting)."""
+        """The same tensors on ``device`` (copied without waiting: ``kernels.to_device``)."""
         moved = {name: getattr(self, name) for name in self.__dataclass_fields__}
         for name, value in moved.items():
             if isinstance(value, torch.Tensor):
-                moved[name] = value.to(device, non_blocking=True)
+                moved[name] = to_device(value, device)
         return PackedSuffixes(**moved)
 
     def masks(self) -> tuple[torch.Tensor, torch.Tensor]:

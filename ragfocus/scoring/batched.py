@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ragfocus.engine import HeadSet
+from ragfocus.engine.kernels import to_device
 from ragfocus.scoring.retrieval_heads import Aggregate, check_aggregate
 
 
@@ -70,8 +71,9 @@ def batched_prompt_signals(
     query, null = captured[:, 0], captured[:, 1]
     membership, inside, lengths = _membership(spans, width, passages, device)
 
-    query_sum = query[:, retrieval_rows].sum(dim=1)
-    null_sum = null[:, retrieval_rows].sum(dim=1)
+    retrieval_index = _index(retrieval_rows, device)
+    query_sum = query.index_select(1, retrieval_index).sum(dim=1)
+    null_sum = null.index_select(1, retrieval_index).sum(dim=1)
     keep = _non_sink(null_sum, inside, sink_factor)
     query_mass = _span_sums((query_sum * keep).double(), membership)
     null_mass = _span_sums((null_sum * keep).double(), membership)
@@ -82,19 +84,23 @@ def batched_prompt_signals(
 
     if weights:
         weighted_rows = [_row(row_of, (layer, head)) for layer, head, _ in weights]
-        distinct = sorted(set(weighted_rows))
-        weighted_keep = _non_sink(null[:, distinct].double().sum(dim=1), inside, sink_factor)
-        calibrated = (query[:, weighted_rows].double() - null[:, weighted_rows].double()) * weighted_keep[:, None]
+        distinct = _index(sorted(set(weighted_rows)), device)
+        weighted_index = _index(weighted_rows, device)
+        weighted_keep = _non_sink(null.index_select(1, distinct).double().sum(dim=1), inside, sink_factor)
+        calibrated = (query.index_select(1, weighted_index).double() - null.index_select(1, weighted_index).double()) * weighted_keep[:, None]
         sums = torch.bmm(calibrated, membership)
         counts = _span_sums(weighted_keep, membership).clamp(min=1.0)
         results.append(sums / counts[:, None, :])
     if sort_heads is not None:
         if captured.shape[1] < 3:
             raise ValueError("attention sorting needs the sorting suffix's capture (a third per prompt)")
-        sort = captured[:, 2, _rows(row_of, sort_heads)].sum(dim=1).double()
+        sort = captured[:, 2].index_select(1, _index(_rows(row_of, sort_heads), device)).sum(dim=1).double()
         results.append(_span_sums(sort, membership) / lengths.clamp(min=1.0))
 
-    host = [tensor.cpu() for tensor in results]  # the only copies back to the host
+    # One copy back to the host for everything: each copy makes the host wait for the device.
+    sizes = [tensor[0].numel() for tensor in results]
+    flat = torch.cat([tensor.reshape(len(spans), -1) for tensor in results], dim=1).cpu()
+    host = [part.reshape(result.shape) for part, result in zip(flat.split(sizes, dim=1), results)]
     signals = []
     for element, prompt_spans in enumerate(spans):
         count = len(prompt_spans)
@@ -118,6 +124,11 @@ def _rows(row_of: dict[tuple[int, int], int], heads: HeadSet) -> list[int]:
     return sorted({_row(row_of, (int(layer), int(head))) for layer, layer_heads in heads.items() for head in layer_heads})
 
 
+def _index(rows: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Row indices as a tensor on ``device``, copied without making the host wait."""
+    return to_device(torch.tensor(list(rows), dtype=torch.long), device)
+
+
 def _row(row_of: dict[tuple[int, int], int], pair: tuple[int, int]) -> int:
     if pair not in row_of:
         raise ValueError(f"head {pair} was not captured")
@@ -134,7 +145,7 @@ def _membership(
     for element, prompt_spans in enumerate(spans):
         if prompt_spans:
             bounds[element, : len(prompt_spans)] = torch.tensor([list(span) for span in prompt_spans], dtype=torch.long)
-    bounds = bounds.to(device, non_blocking=True)
+    bounds = to_device(bounds, device)
     starts, ends = bounds[..., 0], bounds[..., 1]
     tokens = torch.arange(width, device=device)[None, :, None]
     member = (tokens >= starts[:, None, :]) & (tokens < ends[:, None, :])

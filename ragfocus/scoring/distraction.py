@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ragfocus.engine.kernels import PAD_MULTIPLE, batched_attention_kernels, padded_width
+from ragfocus.engine.kernels import PAD_MULTIPLE, batched_attention_kernels, padded_width, to_device
 
 ABSTAIN_ANSWER = "NO ANSWER"
 """The fixed answer the model is told to give when the passage does not answer."""
@@ -134,12 +134,15 @@ def score_distraction(model: torch.nn.Module, prompts: DistractionPrompts, *, ba
     sequences = prompts.sequences
     logprobs = [0.0] * len(sequences)
     by_length = sorted(range(len(sequences)), key=lambda job: len(sequences[job]))
-    for first in range(0, len(by_length), batch_size):
-        chunk = by_length[first : first + batch_size]
-        with batched_attention_kernels(next(model.parameters()).device):
-            found = _sequence_logprobs(model, [sequences[job] for job in chunk], prompts.answer_length, pad_multiple=PAD_MULTIPLE)
-        for job, value in zip(chunk, found):
-            logprobs[job] = value
+    chunks = [by_length[first : first + batch_size] for first in range(0, len(by_length), batch_size)]
+    found = []
+    with batched_attention_kernels(next(model.parameters()).device):
+        for chunk in chunks:
+            found.append(_sequence_logprob_tensor(model, [sequences[job] for job in chunk], prompts.answer_length, pad_multiple=PAD_MULTIPLE))
+    # One copy back to the host for all chunks: each copy makes the host wait for the device.
+    values = torch.cat(found).cpu().tolist() if found else []
+    for job, value in zip((job for chunk in chunks for job in chunk), values):
+        logprobs[job] = value
     results = []
     start = 0
     for count in prompts.passages:
@@ -175,7 +178,16 @@ def _abstain_logprobs(model: torch.nn.Module, tokenizer: object, question: str, 
 def _sequence_logprobs(
     model: torch.nn.Module, sequences: Sequence[list[int]], answer_length: int, *, pad_multiple: int = 1
 ) -> list[float]:
-    """log P of each sequence's last ``answer_length`` tokens given the rest.
+    """log P of each sequence's last ``answer_length`` tokens given the rest
+    (``_sequence_logprob_tensor``, on the host)."""
+    return _sequence_logprob_tensor(model, sequences, answer_length, pad_multiple=pad_multiple).cpu().tolist()
+
+
+def _sequence_logprob_tensor(
+    model: torch.nn.Module, sequences: Sequence[list[int]], answer_length: int, *, pad_multiple: int = 1
+) -> torch.Tensor:
+    """log P of each sequence's last ``answer_length`` tokens given the rest: float64
+    (sequences,) on the model's device.
 
     The sequences run as one right-padded batch, its width rounded up to ``pad_multiple``:
     under the causal mask no real token sees a pad and every position stays where it is, so
@@ -192,9 +204,22 @@ def _sequence_logprobs(
         ids[row, : len(sequence)] = torch.tensor(sequence)
         predicting[row] = torch.arange(len(sequence) - answer_length - 1, len(sequence) - 1)
     targets = ids.gather(1, predicting + 1)
-    ids, predicting, targets = ids.to(device), predicting.to(device), targets.to(device)
+    ids, predicting, targets = (to_device(tensor, device) for tensor in (ids, predicting, targets))
     hidden = model.base_model(input_ids=ids, position_ids=torch.arange(width, device=device)[None, :].expand(len(sequences), -1)).last_hidden_state
     picked = hidden.gather(1, predicting[..., None].expand(-1, -1, hidden.shape[-1]))
-    logits = model.get_output_embeddings()(picked).float()
+    logits = _float32_logits(model.get_output_embeddings(), picked)
     chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
-    return chosen.sum(dim=1).double().cpu().tolist()
+    return chosen.sum(dim=1).double()
+
+
+def _float32_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head applied in float32 to the few hidden states read.
+
+    In bf16 a logit near 20 is rounded to a multiple of 0.125, which moves a log-probability
+    by as much; the float32 product over a handful of positions costs next to nothing.
+    """
+    weight = getattr(head, "weight", None)
+    if not isinstance(head, torch.nn.Linear) or weight is None:
+        return head(hidden).float()
+    bias = None if head.bias is None else head.bias.float()
+    return torch.nn.functional.linear(hidden.float(), weight.float(), bias)
