@@ -96,3 +96,25 @@ def test_model_stays_usable_for_plain_generation(default_model: LoadedModel) -> 
         ours = default_model.model(ids).logits
         theirs = reference(ids).logits
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_grouped_query_attention_equals_repeated_key_value_heads() -> None:
+    """Query heads stacked per key/value head give SDPA's result with the heads repeated."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from ragfocus.engine.capture import grouped_query_attention
+
+    generator = torch.Generator().manual_seed(0)
+    batch, kv_heads, groups, q_len, k_len, dim = 2, 3, 3, 5, 11, 8
+    query = torch.randn(batch, kv_heads * groups, q_len, dim, generator=generator)
+    key = torch.randn(batch, kv_heads, k_len, dim, generator=generator)
+    value = torch.randn(batch, kv_heads, k_len, dim, generator=generator)
+    mask = torch.rand(batch, 1, q_len, k_len, generator=generator) > 0.4
+    mask[..., 0] = True  # no empty row
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, repeat_kv(key, groups), repeat_kv(value, groups), attn_mask=mask, scale=0.3
+    ).transpose(1, 2)
+    found = grouped_query_attention(query, key, value, mask, scaling=0.3)
+    assert found is not None and found.shape == (batch, q_len, kv_heads * groups, dim)
+    assert torch.allclose(found, expected, atol=1e-6)
+    assert grouped_query_attention(query, key, value, mask.expand(-1, 9, -1, -1), scaling=0.3) is None

@@ -116,7 +116,42 @@ def _capturing_attention(
         ]
     if layer >= session.stop_after_layer:
         raise _StopForward
+    if session.packed is not None and kwargs.get("softcap") is None and kwargs.get("position_bias") is None:
+        folded = grouped_query_attention(query, key, value, attention_mask, scaling=kwargs.get("scaling"))
+        if folded is not None:
+            return folded, None
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def grouped_query_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    scaling: float | None = None,
+) -> torch.Tensor | None:
+    """Masked attention for grouped-query heads without copying the keys and values per
+    query head: the query heads that share a key/value head are stacked along the query
+    length, so one SDPA call reads each key/value head once. Returns the output as
+    transformers' attention functions do, (batch, q_len, query_heads, dim), or ``None`` when
+    the mask has a head axis of its own (then plain SDPA is used).
+
+    With a mask, SDPA takes no grouped-query shortcut: transformers repeats every key/value
+    head once per query head, a copy of the whole KV cache per layer that cost the packed
+    suffix pass more than its own attention on an H100 (``docs/gpu.md``).
+    """
+    batch, query_heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = query_heads // kv_heads
+    if attention_mask is not None and (attention_mask.dim() != 4 or attention_mask.shape[1] != 1):
+        return None
+    stacked = query.reshape(batch, kv_heads, groups * q_len, dim)
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask[:, :, None].expand(-1, -1, groups, -1, -1).reshape(batch, 1, groups * q_len, attention_mask.shape[-1])
+    output = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=mask, scale=scaling)
+    return output.view(batch, query_heads, q_len, dim).transpose(1, 2).contiguous()
 
 
 def query_row_attention(
