@@ -151,7 +151,7 @@ def grouped_query_attention(
     if attention_mask is not None:
         mask = attention_mask[:, :, None].expand(-1, -1, groups, -1, -1).reshape(batch, 1, groups * q_len, attention_mask.shape[-1])
     output = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=mask, scale=scaling)
-    return output.view(batch, query_heads, q_len, dim).transpose(1, 2).contiguous()
+    return output.reshape(batch, query_heads, q_len, dim).transpose(1, 2).contiguous()
 
 
 def query_row_attention(
