@@ -25,9 +25,6 @@ from ragfocus.scoring.distraction import (
     distraction_prompt_ids_many,
     distraction_scores,
     distraction_scores_many,
-    score_distraction,
-    shared_head_length,
-    tokenize_distraction,
 )
 from ragfocus.types import Passage
 
@@ -189,25 +186,6 @@ def test_distraction_of_many_pairs_equals_pair_by_pair(tiny_model: LoadedModel) 
         alone = distraction_scores(tiny_model.model, tiny_model.tokenizer, question, passages, batch_size=1)
         assert found.abstain_logprob == pytest.approx(alone.abstain_logprob, abs=1e-4)
         assert found.distraction == pytest.approx(alone.distraction, abs=1e-4)
-
-
-def test_shared_head_length_stops_before_the_answer_positions() -> None:
-    assert shared_head_length([[1, 2, 3, 4, 5], [1, 2, 3, 9, 9, 9]], 1) == 3
-    assert shared_head_length([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]], 3) == 1  # 5 - 3 answer - 1 predicting
-    assert shared_head_length([[1, 2, 3]], 1) == 0  # one sequence: nothing to share
-    assert shared_head_length([[1, 2, 3], [4, 2, 3]], 1) == 0
-
-
-def test_distraction_with_shared_head_equals_whole_prompts(default_model: LoadedModel) -> None:
-    """The chat template's head runs once and every batch continues from its cache: the same
-    log-probabilities as each prompt run whole (float32, real model)."""
-    questions = hotpotqa(41, 2)
-    prompts = tokenize_distraction(default_model.tokenizer, [(q.question, q.paragraphs[:4]) for q in questions])
-    assert shared_head_length(prompts.sequences, prompts.answer_length) > 40  # system turn + instruction
-    shared = score_distraction(default_model.model, prompts, batch_size=3)
-    whole = score_distraction(default_model.model, prompts, batch_size=3, share_head=False)
-    for with_head, without in zip(shared, whole):
-        assert with_head.abstain_logprob == pytest.approx(without.abstain_logprob, abs=1e-4)
 
 
 def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:

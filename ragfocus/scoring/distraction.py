@@ -14,14 +14,11 @@ has a high DE is a distractor. All passages of a query run as one right-padded b
 
 from __future__ import annotations
 
-import copy
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import DynamicCache
 
 from ragfocus.engine.kernels import PAD_MULTIPLE, batched_attention_kernels, padded_width, to_device
 
@@ -129,34 +126,19 @@ def tokenize_distraction(tokenizer: object, queries: Sequence[tuple[str, Sequenc
 
 
 @torch.inference_mode()
-def score_distraction(
-    model: torch.nn.Module, prompts: DistractionPrompts, *, batch_size: int = 64, share_head: bool = True
-) -> list[DistractionScores]:
+def score_distraction(model: torch.nn.Module, prompts: DistractionPrompts, *, batch_size: int = 64) -> list[DistractionScores]:
     """DE(q, p) of tokenized prompts: sorted by length and run ``batch_size`` at a time, so
-    the padding stays small (device work).
-
-    With ``share_head`` the tokens every prompt starts with (the chat template's system turn
-    and the instruction: 54 of about 240 tokens for the default model on HotpotQA) run once,
-    and each batch continues from a copy of their cache. The causal mask makes this the same
-    computation, up to floating-point rounding.
-    """
+    the padding stays small (device work)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     sequences = prompts.sequences
     logprobs = [0.0] * len(sequences)
     by_length = sorted(range(len(sequences)), key=lambda job: len(sequences[job]))
     chunks = [by_length[first : first + batch_size] for first in range(0, len(by_length), batch_size)]
-    head = shared_head_length(sequences, prompts.answer_length) if share_head else 0
     found = []
     with batched_attention_kernels(next(model.parameters()).device):
-        head_cache = _prefill(model, sequences[0][:head]) if head else None
         for chunk in chunks:
-            found.append(
-                _sequence_logprob_tensor(
-                    model, [sequences[job][head:] for job in chunk], prompts.answer_length,
-                    pad_multiple=PAD_MULTIPLE, head_cache=head_cache, head_length=head,
-                )
-            )
+            found.append(_sequence_logprob_tensor(model, [sequences[job] for job in chunk], prompts.answer_length, pad_multiple=PAD_MULTIPLE))
     # One copy back to the host for all chunks: each copy makes the host wait for the device.
     values = torch.cat(found).cpu().tolist() if found else []
     for job, value in zip((job for chunk in chunks for job in chunk), values):
@@ -201,32 +183,8 @@ def _sequence_logprobs(
     return _sequence_logprob_tensor(model, sequences, answer_length, pad_multiple=pad_multiple).cpu().tolist()
 
 
-def shared_head_length(sequences: Sequence[Sequence[int]], answer_length: int) -> int:
-    """How many leading tokens all ``sequences`` share, short of the last ``answer_length`` + 1
-    of the shortest (the positions that predict its answer stay out of the head); 0 for fewer
-    than two sequences."""
-    if len(sequences) < 2:
-        return 0
-    common = len(os.path.commonprefix([list(sequence) for sequence in sequences]))
-    return max(0, min(common, min(len(sequence) for sequence in sequences) - answer_length - 1))
-
-
-def _prefill(model: torch.nn.Module, head_ids: Sequence[int]) -> DynamicCache:
-    """The KV cache of ``head_ids`` (one row)."""
-    device = next(model.parameters()).device
-    cache = DynamicCache(config=model.config)
-    model.base_model(input_ids=to_device(torch.tensor([list(head_ids)], dtype=torch.long), device), past_key_values=cache, use_cache=True)
-    return cache
-
-
 def _sequence_logprob_tensor(
-    model: torch.nn.Module,
-    sequences: Sequence[list[int]],
-    answer_length: int,
-    *,
-    pad_multiple: int = 1,
-    head_cache: DynamicCache | None = None,
-    head_length: int = 0,
+    model: torch.nn.Module, sequences: Sequence[list[int]], answer_length: int, *, pad_multiple: int = 1
 ) -> torch.Tensor:
     """log P of each sequence's last ``answer_length`` tokens given the rest: float64
     (sequences,) on the model's device.
@@ -234,9 +192,7 @@ def _sequence_logprob_tensor(
     The sequences run as one right-padded batch, its width rounded up to ``pad_multiple``:
     under the causal mask no real token sees a pad and every position stays where it is, so
     no padding mask is needed and SDPA can take its causal flash kernel. Only the hidden states
-    that predict the answer tokens go through the LM head. With ``head_cache`` (the cache of
-    ``head_length`` tokens every sequence follows, ``_prefill``) the sequences continue from
-    a copy of it, their positions starting at ``head_length``.
+    that predict the answer tokens go through the LM head.
     """
     device = next(model.parameters()).device
     width = padded_width(max(len(sequence) for sequence in sequences), pad_multiple)
@@ -249,13 +205,7 @@ def _sequence_logprob_tensor(
         predicting[row] = torch.arange(len(sequence) - answer_length - 1, len(sequence) - 1)
     targets = ids.gather(1, predicting + 1)
     ids, predicting, targets = (to_device(tensor, device) for tensor in (ids, predicting, targets))
-    positions = torch.arange(head_length, head_length + width, device=device)[None, :].expand(len(sequences), -1)
-    if head_cache is None:
-        hidden = model.base_model(input_ids=ids, position_ids=positions).last_hidden_state
-    else:
-        cache = copy.deepcopy(head_cache)
-        cache.batch_repeat_interleave(len(sequences))
-        hidden = model.base_model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True).last_hidden_state
+    hidden = model.base_model(input_ids=ids, position_ids=torch.arange(width, device=device)[None, :].expand(len(sequences), -1)).last_hidden_state
     picked = hidden.gather(1, predicting[..., None].expand(-1, -1, hidden.shape[-1]))
     logits = _float32_logits(model.get_output_embeddings(), picked)
     chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
