@@ -251,6 +251,7 @@ def fuse(
     for name, weight in profile.weights.items():
         values = [_fused_value(row, name, profile) for row in table]
         if any(value is None or not math.isfinite(value) for value in values):
+            _warn_if_computed_but_not_finite(table, name, profile)
             continue
         standard = zscores(values)
         bias = profile.position_bias.get(name) if positional else None
@@ -269,6 +270,20 @@ def fuse(
             penalty = profile.distraction_penalty * value if fused[position] < 0 and value > 0 else 0.0
             fused[position] += weight * value - penalty
     return fused
+
+
+def _warn_if_computed_but_not_finite(table: Sequence[Mapping[str, float]], name: str, profile: FusionProfile) -> None:
+    """A signal that is absent (no retriever scores, distraction off) drops out quietly; one
+    that was computed and came out NaN or infinite (a model overflowing in float16, say) is
+    left out of the fusion too, but loudly."""
+    key = "abstain_logprob" if name == "distraction" and profile.distraction_signal == "abstain_logprob" else name
+    broken = sum(1 for row in table if key in row and not math.isfinite(row[key]))
+    if broken:
+        logger.warning(
+            "the %r signal is NaN or infinite for %d of %d passages and is left out of this query's fusion; "
+            "if the model runs in float16, its activations may overflow (load it in bfloat16 or float32)",
+            key, broken, len(table),
+        )
 
 
 def _fused_value(row: Mapping[str, float], name: str, profile: FusionProfile) -> float:

@@ -42,6 +42,18 @@ def test_fuse_is_the_weighted_sum_of_zscores_and_skips_missing_signals() -> None
     assert fuse(scored, with_retriever) != pytest.approx(fuse(scored, PLAIN))
 
 
+def test_a_computed_signal_that_is_not_finite_is_left_out_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    table = [{"retrieval_heads": 0.1, "bm25": 3.0}, {"retrieval_heads": math.nan, "bm25": 1.0}, {"retrieval_heads": 0.2, "bm25": 2.0}]
+    with caplog.at_level("WARNING", logger="ragfocus.fusion"):
+        fused = fuse(table, PLAIN)
+    assert fused == pytest.approx([0.5 * b for b in zscores([3.0, 1.0, 2.0])])
+    assert "'retrieval_heads' signal is NaN or infinite for 1 of 3 passages" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ragfocus.fusion"):
+        fuse([{"bm25": 1.0}, {"bm25": 2.0}], PLAIN)  # absent, not broken: quiet
+    assert caplog.text == ""
+
+
 def test_fuse_does_not_depend_on_the_scale_of_a_signal() -> None:
     table = [{"retrieval_heads": v, "bm25": b} for v, b in ((0.1, 5.0), (0.4, 2.0), (0.2, 9.0))]
     scaled = [{"retrieval_heads": row["retrieval_heads"] * 1000, "bm25": row["bm25"] + 7} for row in table]
