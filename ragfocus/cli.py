@@ -44,8 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="queries/s of Focuser.rank against a bare forward pass (GPU or CPU)")
     bench.add_argument("--model", default=None, help="scorer: Hugging Face id or path (default: embedded SmolLM2-135M)")
     bench.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
-    bench.add_argument("--dtype", choices=("auto", "bfloat16", "float32"), default="auto",
-                       help="weights' dtype (auto: bfloat16 on CUDA, float32 on CPU)")
+    bench.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto",
+                       help="weights' dtype (auto: bfloat16 on CUDA, float32 on CPU; float16 is closer to float32 "
+                            "but overflows on some models: docs/gpu.md)")
     bench.add_argument("--batch-size", type=int, default=64, help="prompts per batched forward pass")
     bench.add_argument("--start", type=int, default=0, help="first HotpotQA dev question (0-2999 is the development split)")
     bench.add_argument("--questions", type=int, default=512, help="questions to time")
@@ -326,7 +327,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     from ragfocus.focuser import Focuser
     from ragfocus.models import load_model
 
-    dtype = {"auto": None, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    dtype = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
     loaded = load_model(args.model, device=args.device, dtype=dtype)
     focuser = Focuser(loaded, distraction=False if args.no_distraction else None)
     report = run_bench(
