@@ -8,10 +8,12 @@ counting tokens by hand.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
-import numpy as np
+from ragfocus.tokens import Encoded, encode_batch
 
 PREFIX_HEADER = "Here are some paragraphs:\n\n"
 PASSAGE_TEMPLATE = "[{number}] {text}\n\n"
@@ -126,28 +128,28 @@ def _encode(text: str, tokenizer: object, *, special: bool) -> tuple[list[int], 
     return _encode_many([text], tokenizer, special=special)[0]
 
 
-def _encode_many(texts: list[str], tokenizer: object, *, special: bool) -> list[tuple[list[int], list[tuple[int, int]]]]:
-    encoded = tokenizer(texts, add_special_tokens=special, return_offsets_mapping=True)  # type: ignore[operator]
-    return [
-        (list(ids), [tuple(pair) for pair in offsets])  # type: ignore[misc]
-        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"])
-    ]
+def _encode_many(texts: list[str], tokenizer: object, *, special: bool) -> list[Encoded]:
+    return encode_batch(tokenizer, texts, special=special)
 
 
 def _token_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """``_token_span`` of each character range, by binary search when the tokens' offsets
     run forward (as a prefix's do), else range by range."""
-    table = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    starts, ends = table[:, 0], table[:, 1]
-    if (np.diff(starts) < 0).any() or (np.diff(ends) < 0).any():
+    starts = [start for start, _ in offsets]
+    ends = [end for _, end in offsets]
+    if any(a > b for a, b in pairwise(starts)) or any(a > b for a, b in pairwise(ends)):
         return [_token_span(offsets, span) for span in spans]
-    nonempty = ends > starts
     found = []
     for first, last in spans:
-        low = int(np.searchsorted(ends, first, side="right"))  # the first token ending after ``first``
-        high = int(np.searchsorted(starts, last, side="left"))  # the first token starting at or after ``last``
-        inside = np.flatnonzero(nonempty[low:high]) + low if high > low else ()
-        found.append((int(inside[0]), int(inside[-1]) + 1) if len(inside) else (0, 0))
+        low = bisect_right(ends, first)  # the first token ending after ``first``
+        high = bisect_left(starts, last)  # the first token starting at or after ``last``
+        real = (i for i in range(low, high) if ends[i] > starts[i])  # special tokens never count
+        start = next(real, None)
+        if start is None:
+            found.append((0, 0))
+            continue
+        end = next(i for i in range(high - 1, start - 1, -1) if ends[i] > starts[i])
+        found.append((start, end + 1))
     return found
 
 

@@ -77,6 +77,25 @@ def test_packed_suffixes_capture_equals_separate_suffixes(tiny_model: LoadedMode
             assert not together[element, which, :, len(prefix) :].any()  # nothing on the padding
 
 
+def test_a_single_suffix_is_read_in_the_prefix_pass_alone(tiny_model: LoadedModel) -> None:
+    """With one suffix there is no packed pass: the suffix continues its prefix and its rows
+    are read there, onto the prefix only, as when it runs alone over the prefix's cache."""
+    from ragfocus.engine import AttentionEngine
+
+    engine = AttentionEngine(tiny_model.model)
+    generator = torch.Generator().manual_seed(1)
+    prefixes = [torch.randint(10, 1000, (n,), generator=generator).tolist() for n in (61, 3, 64)]
+    suffixes = [[torch.randint(10, 1000, (n,), generator=generator).tolist()] for n in (5, 30, 1)]
+    rows = [[(1, 5)], [(0, 30)], [(0, 1)]]
+    heads = {1: [0, 7], 3: [2]}
+    together = engine.suffix_attention_batch(prefixes, suffixes, rows=rows, heads=heads)
+    assert together.shape == (3, 1, 3, 64)  # the longest prefix rounded up to 64, not prefix + suffix
+    for element, prefix in enumerate(prefixes):
+        (alone,) = engine.suffix_attention(prefix, suffixes[element], rows=rows[element], heads=heads)
+        torch.testing.assert_close(together[element, 0, :, : len(prefix)], alone.mean(dim=1), atol=1e-6, rtol=1e-5)
+        assert not together[element, 0, :, len(prefix) :].any()  # not its own tokens, not the padding
+
+
 def test_batched_capture_rejects_mismatched_suffixes(default_focuser: Focuser) -> None:
     engine = default_focuser.engine
     with pytest.raises(ValueError, match="same number"):

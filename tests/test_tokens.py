@@ -83,3 +83,49 @@ def test_unsupported_tokenizer_raises(unsupported: object) -> None:
 def test_empty_string_counts_zero(tokenizer: Any) -> None:
     assert token_counter(tokenizer)("") == 0
     assert token_counter(TiktokenLike())("") == 0
+
+
+def _through_transformers(tokenizer: Any, texts: list[str], *, special: bool) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    encoded = tokenizer(texts, add_special_tokens=special, return_offsets_mapping=True)
+    return [(list(ids), [tuple(pair) for pair in offsets]) for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"])]
+
+
+def test_encode_batch_equals_the_tokenizers_call(tokenizer: Any) -> None:
+    """The direct call to the Rust backend gives what ``tokenizer(...)`` gives: ids and offsets,
+    with and without special tokens, on ranking prefixes (dev questions) and odd text."""
+    from ragfocus.evaluation.datasets import hotpotqa
+    from ragfocus.prompt import _prefix_text
+    from ragfocus.tokens import encode_batch
+
+    texts = [_prefix_text(q.paragraphs)[0] for q in hotpotqa(10, 4)]
+    texts += ["", " ", "naïve café — 東京 🙂\n\n\ttabs", "Query: who?"]
+    assert getattr(tokenizer, "backend_tokenizer", None) is not None  # the direct path is the one tested
+    for special in (True, False):
+        assert encode_batch(tokenizer, texts, special=special) == _through_transformers(tokenizer, texts, special=special)
+
+
+def test_encode_batch_leaves_a_configured_backend_to_transformers(tokenizer: Any) -> None:
+    """A backend with truncation set (what ``transformers`` manages per call) is not called
+    directly: the result is still the tokenizer's own."""
+    import copy
+
+    from ragfocus.tokens import encode_batch
+
+    configured = copy.deepcopy(tokenizer)
+    configured.backend_tokenizer.enable_truncation(max_length=3)
+    texts = ["one two three four five six", "seven"]
+    # Called directly, the backend would cut the first text to 3 tokens; ``transformers``
+    # sets truncation per call (none here).
+    assert encode_batch(configured, texts, special=False) == _through_transformers(tokenizer, texts, special=False)
+
+
+def test_token_spans_equal_the_span_by_span_search(tokenizer: Any) -> None:
+    from ragfocus.evaluation.datasets import hotpotqa
+    from ragfocus.prompt import _prefix_text, _token_span, _token_spans
+    from ragfocus.tokens import encode_batch
+
+    for question in hotpotqa(20, 3):
+        text, spans = _prefix_text([*question.paragraphs, ""])  # an empty passage: an empty span
+        ((_, offsets),) = encode_batch(tokenizer, [text], special=True)
+        assert _token_spans(offsets, spans) == [_token_span(offsets, span) for span in spans]
+        assert _token_spans(offsets, spans)[-1] == (0, 0)

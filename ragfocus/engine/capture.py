@@ -31,7 +31,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width, to_device
-from ragfocus.engine.packing import PackedSuffixes, pack_suffixes
+from ragfocus.engine.packing import continue_prefixes, pack_suffixes
 
 CAPTURE_IMPLEMENTATION = "ragfocus_capture"
 """Name under which the capturing attention is registered with transformers."""
@@ -50,17 +50,30 @@ class _StopForward(Exception):
     """Raised inside the last layer needed, to skip the rest of the network."""
 
 
+@dataclass(frozen=True)
+class _BatchedRows:
+    """The rows a batched capture reads (``ragfocus.engine.packing``), on the model's device:
+    per element and suffix, the mean of its rows read is kept."""
+
+    index: torch.Tensor
+    """(batch, rows) long: the positions of the rows read in this forward."""
+    weights: torch.Tensor
+    """(batch, suffixes, rows) float32: weights @ attention is each suffix's mean row."""
+    bias: torch.Tensor
+    """(batch, 1, rows, keys) float32: 0 where a row may attend, -inf elsewhere."""
+
+
 @dataclass
 class _CaptureSession:
     heads: dict[int, torch.Tensor]
     stop_after_layer: int
     rows: Sequence[tuple[int, int]] | None = None
     """Per batch element, the [start, end) positions of the query rows in this forward."""
-    packed: PackedSuffixes | None = None
-    """The packed suffixes of a batched capture (on the model's device): per element, suffix
-    and head, the mean of the rows read is kept."""
-    row_bias: torch.Tensor | None = None
-    """With ``packed``: its rows' attention bias (``PackedSuffixes.masks``)."""
+    batched: _BatchedRows | None = None
+    """The rows of a batched capture, read with ``packed_row_attention``."""
+    masked_suffixes: bool = False
+    """A packed suffix pass: its masked attention folds grouped-query heads
+    (``grouped_query_attention``) instead of repeating the keys and values per query head."""
     captured: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
 
@@ -89,13 +102,13 @@ def _capturing_attention(
     if session is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     layer = int(module.layer_idx)
-    if session.packed is not None and session.row_bias is not None and layer in session.heads:
+    if session.batched is not None and layer in session.heads:
         session.captured[layer] = [
             packed_row_attention(
                 query, key,
-                row_index=session.packed.row_index,
-                row_bias=session.row_bias,
-                row_weights=session.packed.row_weights,
+                row_index=session.batched.index,
+                row_bias=session.batched.bias,
+                row_weights=session.batched.weights,
                 heads=session.heads[layer],
                 scaling=kwargs.get("scaling") or query.shape[-1] ** -0.5,
                 softcap=kwargs.get("softcap"),
@@ -116,7 +129,7 @@ def _capturing_attention(
         ]
     if layer >= session.stop_after_layer:
         raise _StopForward
-    if session.packed is not None and kwargs.get("softcap") is None and kwargs.get("position_bias") is None:
+    if session.masked_suffixes and kwargs.get("softcap") is None and kwargs.get("position_bias") is None:
         folded = grouped_query_attention(query, key, value, attention_mask, scaling=kwargs.get("scaling"))
         if folded is not None:
             return folded, None
@@ -362,20 +375,21 @@ class AttentionEngine:
     ) -> torch.Tensor:
         """``suffix_attention`` for many prompts at once, averaged over each suffix's rows.
 
-        Every prefix gets the same number of suffixes. The prefixes run as one right-padded
-        batch (under the causal mask no real token sees a pad, and no position moves); then
-        each prompt's suffixes, packed into one sequence under a block mask
-        (``ragfocus.engine.packing``), run as a second batch over that cache, and only the rows
-        read are captured. Returns float32 (prompts, suffixes, selected heads in layer order,
-        longest prefix rounded up to 64) on the model's device: per prompt and suffix the mean
-        over the suffix's ``rows`` of the attention onto the prefix, 0 past the prompt's own
-        prefix. Equal, up to floating-point rounding, to ``suffix_attention(...)[i].mean(dim=1)``
-        for each prompt alone.
+        Every prefix gets the same number of suffixes. Each prompt's first suffix continues its
+        prefix in one right-padded, causal prefix pass (under the causal mask no real token
+        sees a pad or a later token, and no position moves), and its rows are read there; the
+        other suffixes, packed into one sequence per prompt under a block mask that hides the
+        first suffix (``ragfocus.engine.packing``), run as a second batch over that cache. Only
+        the rows read are captured. Returns float32 (prompts, suffixes, selected heads in layer
+        order, longest prefix rounded up to 64) on the model's device: per prompt and suffix
+        the mean over the suffix's ``rows`` of the attention onto the prefix, 0 past the
+        prompt's own prefix. Equal, up to floating-point rounding, to
+        ``suffix_attention(...)[i].mean(dim=1)`` for each prompt alone.
 
         Memory beyond the model (``docs/gpu.md``): the KV cache, 2 x layers x kv_heads x
-        head_dim x prompts x (prefix width + packed suffix width) values, held twice while a
-        layer appends the suffix, and per layer read, about three float32 tensors of prompts x
-        heads read in that layer x rows read x (prefix width + packed suffix width).
+        head_dim x prompts x (width of prefix and first suffix + packed width of the others)
+        values, held twice while a layer appends the packed suffixes, and per layer read, about
+        three float32 tensors of prompts x heads read in that layer x rows read x that width.
         """
         if not prefixes:
             return torch.zeros((0, 0, 0, 0), device=self.device)
@@ -392,30 +406,40 @@ class AttentionEngine:
                     raise ValueError(f"row range {(start, end)} is outside a suffix of {len(suffix)} tokens")
         head_index = self.validate_heads(heads)
         last_layer = max(head_index)
+        layers = sorted(head_index)
         device = self.device
         pad = int(self.model.config.pad_token_id or 0)
         lengths = [len(prefix) for prefix in prefixes]
         width = padded_width(max(lengths))
-        prefix_ids = torch.full((len(prefixes), width), pad, dtype=torch.long)
-        for element, prefix in enumerate(prefixes):
-            prefix_ids[element, : len(prefix)] = torch.tensor(list(prefix), dtype=torch.long)
         # One copy to the device per tensor, before any layer runs.
-        packed = pack_suffixes(lengths, width, suffixes, rows, pad_id=pad).to(device)
-        prefix_ids = to_device(prefix_ids, device)
+        input_ids, first = continue_prefixes(prefixes, [group[0] for group in suffixes], [r[0] for r in rows], pad_id=pad)
+        first = first.to(device)
+        input_ids = to_device(input_ids, device)
+        run_width = input_ids.shape[1]
+        packed = None
+        if count > 1:
+            packed = pack_suffixes(lengths, run_width, [group[1:] for group in suffixes], [r[1:] for r in rows], pad_id=pad).to(device)
         cache = DynamicCache(config=self.model.config)
-        positions = torch.arange(width, device=device)[None, :].expand(len(prefixes), -1)
+        positions = torch.arange(run_width, device=device)[None, :].expand(len(prefixes), -1)
         with batched_attention_kernels(device):
             # Right padding under the causal mask: no real token sees a pad, so the prefix pass
-            # needs no padding mask and SDPA can take its causal flash kernel. The pads' keys
-            # and values are masked in the suffix pass.
-            with self._session(_CaptureSession(heads=head_index, stop_after_layer=last_layer)):
-                self._run(prefix_ids, cache, position_ids=positions)
-            mask, bias = packed.masks()
-            session = _CaptureSession(heads=head_index, stop_after_layer=last_layer, packed=packed, row_bias=bias)
-            with self._session(session):
-                self._run(packed.input_ids, cache, attention_mask=mask, position_ids=packed.position_ids)
-        captured = torch.cat([session.captured[layer][0] for layer in sorted(head_index)], dim=2)
-        return captured[..., :width]
+            # needs no padding mask and SDPA can take its causal flash kernel. The pads' and the
+            # first suffixes' keys and values are masked in the packed pass.
+            continued = _BatchedRows(first.row_index, first.row_weights, first.bias(run_width))
+            with self._session(_CaptureSession(heads=head_index, stop_after_layer=last_layer, batched=continued)) as session:
+                self._run(input_ids, cache, position_ids=positions)
+            on_prefix = first.on_prefix(run_width)
+            parts = [torch.cat([session.captured[layer][0] for layer in layers], dim=2).mul_(on_prefix)[..., :width]]
+            if packed is not None:
+                mask, bias = packed.masks()
+                session = _CaptureSession(
+                    heads=head_index, stop_after_layer=last_layer,
+                    batched=_BatchedRows(packed.row_index, packed.row_weights, bias), masked_suffixes=True,
+                )
+                with self._session(session):
+                    self._run(packed.input_ids, cache, attention_mask=mask, position_ids=packed.position_ids)
+                parts.append(torch.cat([session.captured[layer][0] for layer in layers], dim=2)[..., :width])
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     @torch.inference_mode()
     def greedy_decode(

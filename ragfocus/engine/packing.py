@@ -9,6 +9,11 @@ suffix's positions restart right after the prefix, so every token sees exactly w
 see in its own row: one cache, no copies. The attention rows a caller reads are gathered
 into a short list per prompt, so the capture computes only those rows.
 
+The first suffix need not wait for the cache at all: it continues its prefix in the prefix
+pass itself (``continue_prefixes``), under the causal mask, exactly as a prompt followed by
+one query would run. The packed suffixes then mask its tokens out of the cache. On an H100 this
+took the longest suffix (the query) out of the masked suffix pass (``docs/gpu.md``).
+
 Everything here is built on the host, once per batch, as index and mask tensors.
 """
 
@@ -125,3 +130,67 @@ def pack_suffixes(
         row_weights=torch.from_numpy(row_weights),
         prefix_width=prefix_width,
     )
+
+
+@dataclass(frozen=True)
+class ContinuedSuffix:
+    """The rows read from each prompt's first suffix, run right after its prefix in the
+    prefix pass (``continue_prefixes``). ``B`` prompts, ``R`` rows read per prompt."""
+
+    row_index: torch.Tensor
+    """(B, R) long: the positions of the rows read in the prefix pass; unused slots repeat a
+    read row."""
+    row_weights: torch.Tensor
+    """(B, 1, R) float32: 1/n over the n rows read, 0 elsewhere (``PackedSuffixes.row_weights``
+    with one suffix)."""
+    prefix_lengths: torch.Tensor
+    """(B,) long: each prompt's prefix tokens (the suffix starts there)."""
+
+    def to(self, device: torch.device) -> ContinuedSuffix:
+        """The same tensors on ``device`` (copied without waiting: ``kernels.to_device``)."""
+        return ContinuedSuffix(*(to_device(getattr(self, name), device) for name in self.__dataclass_fields__))
+
+    def bias(self, width: int) -> torch.Tensor:
+        """(B, 1, R, width) float32 for the rows read: 0 on the keys a row sees under the
+        causal mask (its prefix, and its own suffix up to itself), -inf elsewhere."""
+        keys = torch.arange(width, device=self.row_index.device)
+        seen = keys[None, None, :] <= self.row_index[:, :, None]
+        return torch.zeros(seen.shape, dtype=torch.float32, device=seen.device).masked_fill_(~seen, float("-inf"))[:, None]
+
+    def on_prefix(self, width: int) -> torch.Tensor:
+        """(B, 1, 1, width) float32: 1 on each prompt's prefix tokens, 0 on its suffix and
+        padding, to keep only the attention onto the prefix."""
+        keys = torch.arange(width, device=self.prefix_lengths.device)
+        return (keys[None, :] < self.prefix_lengths[:, None]).float()[:, None, None]
+
+
+def continue_prefixes(
+    prefixes: Sequence[Sequence[int]],
+    suffixes: Sequence[Sequence[int]],
+    rows: Sequence[tuple[int, int]],
+    *,
+    pad_id: int,
+) -> tuple[torch.Tensor, ContinuedSuffix]:
+    """Each prefix followed by its suffix, right-padded to a common width rounded up to
+    ``PAD_MULTIPLE`` (``kernels.padded_width``), and the rows to read: ``rows[b]`` is the
+    [start, end) within suffix ``b``. Inputs are assumed valid (``AttentionEngine`` checks
+    them)."""
+    batch = len(prefixes)
+    width = padded_width(max(len(prefix) + len(suffix) for prefix, suffix in zip(prefixes, suffixes)))
+    row_count = padded_width(max(end - start for start, end in rows), ROW_MULTIPLE)
+    input_ids = np.full((batch, width), pad_id, dtype=np.int64)
+    row_index = np.zeros((batch, row_count), dtype=np.int64)
+    row_weights = np.zeros((batch, 1, row_count), dtype=np.float32)
+    for element, (prefix, suffix, (start, end)) in enumerate(zip(prefixes, suffixes, rows)):
+        length = len(prefix)
+        input_ids[element, :length] = prefix
+        input_ids[element, length : length + len(suffix)] = suffix
+        row_index[element, : end - start] = np.arange(length + start, length + end)
+        row_index[element, end - start :] = length + start  # weight 0: any row that sees keys
+        row_weights[element, 0, : end - start] = 1.0 / (end - start)
+    continued = ContinuedSuffix(
+        row_index=torch.from_numpy(row_index),
+        row_weights=torch.from_numpy(row_weights),
+        prefix_lengths=torch.tensor([len(prefix) for prefix in prefixes], dtype=torch.long),
+    )
+    return torch.from_numpy(input_ids), continued

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ragfocus.engine.kernels import PAD_MULTIPLE, batched_attention_kernels, padded_width, to_device
+from ragfocus.tokens import encode_batch
 
 ABSTAIN_ANSWER = "NO ANSWER"
 """The fixed answer the model is told to give when the passage does not answer."""
@@ -76,8 +77,7 @@ def distraction_prompt_ids_many(tokenizer: object, pairs: Sequence[tuple[str, st
         texts, special = [before + user + after for user in users], False
     else:
         texts, special = [f"{user}\n\nAnswer: " for user in users], True
-    encoded = tokenizer(texts, add_special_tokens=special)["input_ids"]  # type: ignore[operator]
-    return [list(ids) for ids in encoded], answer
+    return [ids for ids, _ in encode_batch(tokenizer, texts, special=special)], answer
 
 
 @torch.inference_mode()
