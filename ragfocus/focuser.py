@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -29,12 +29,12 @@ from ragfocus.models import LoadedModel, load_model
 from ragfocus.passages import PassageLike, as_passages
 from ragfocus.prompt import TokenizedPrompt, build_prompt, build_prompts
 from ragfocus.scoring.attention_sort import attention_sort, check_sort_rounds, passage_attention
-from ragfocus.scoring.batched import batched_prompt_signals
+from ragfocus.scoring.batched import PendingSignals, PromptSignals, launch_prompt_signals
 from ragfocus.scoring.distraction import (
     DistractionPrompts,
     DistractionScores,
     distraction_scores,
-    score_distraction,
+    launch_distraction,
     tokenize_distraction,
 )
 from ragfocus.scoring.heads import head_order, merge_heads
@@ -363,7 +363,7 @@ class Focuser:
 
         def finish(chunk: list[int], batch: _Batch, device_work: Future[_DeviceRead]) -> None:
             started = time.perf_counter()
-            read = device_work.result()
+            read = device_work.result().resolved()
             waited = time.perf_counter()
             scored = self._finish_many([inputs[number] for number in chunk], batch, read, errors=errors)
             for number, result in zip(chunk, scored):
@@ -437,17 +437,28 @@ class Focuser:
 
     def _device_many(self, batch: _Batch) -> _DeviceRead:
         """The device's share: the batched capture and distraction of the one-prompt inputs,
-        or the exception that stopped them."""
+        launched, their results on their way to the host (``_DeviceRead.resolved`` waits), or
+        the exception that stopped them.
+
+        Nothing here waits for the GPU (unless further sorting rounds need the first), so this
+        thread goes on to launch the next batch while the GPU still runs this one.
+        """
         if not batch.together:
             return _DeviceRead([], [])
         started = time.perf_counter()
         try:
-            reads = self._attention_signals_many(batch.queries, batch.texts, [prompt for _, prompt in batch.together])
+            prompts = [prompt for _, prompt in batch.together]
+            pending = self._launch_attention_many(prompts)
+            reads: list[_WindowRead] | Callable[[], list[_WindowRead]]
+            if self.sort_rounds > 1:  # the further rounds are built from the first one's result
+                reads = self._window_reads(batch.queries, batch.texts, pending.result())
+            else:
+                reads = lambda: self._window_reads(batch.queries, batch.texts, pending.result())
             attended = time.perf_counter()
-            found: list[DistractionScores | None] = [None] * len(batch.together)
+            found: list[DistractionScores | None] | Callable[[], list[DistractionScores | None]] = [None] * len(batch.together)
             if self.distraction:
-                prompts = batch.distraction or tokenize_distraction(self.loaded.tokenizer, list(zip(batch.queries, batch.texts)))
-                found = list(score_distraction(self.loaded.model, prompts, batch_size=len(batch.together) * 4))
+                distraction = batch.distraction or tokenize_distraction(self.loaded.tokenizer, list(zip(batch.queries, batch.texts)))
+                found = launch_distraction(self.loaded.model, distraction, batch_size=len(batch.together) * 4).result
         except Exception as error:  # noqa: BLE001 - handed to _finish_many
             return _DeviceRead([], [], error, time.perf_counter() - started)
         ended = time.perf_counter()
@@ -473,6 +484,7 @@ class Focuser:
                 except Exception as single:  # noqa: BLE001
                     results[number] = single
             return results
+        assert isinstance(read.reads, list) and isinstance(read.distraction, list), "a read is resolved before it is finished"
         for (number, prompt), window_read, distraction in zip(batch.together, read.reads, read.distraction):
             query, _, distinct = inputs[number]
             try:
@@ -646,19 +658,17 @@ class Focuser:
             read = merge_heads(read, self.fusion.weighted_head_set)
         return read
 
-    def _attention_signals_many(
-        self, queries: list[str], texts: list[list[str]], prompts: list[TokenizedPrompt]
-    ) -> list[_WindowRead]:
-        """``_attention_signals`` of many one-prompt inputs: one batched capture
-        (``AttentionEngine.suffix_attention_batch``) and the signals reduced on the
-        device (``ragfocus.scoring.batched``)."""
+    def _launch_attention_many(self, prompts: list[TokenizedPrompt]) -> PendingSignals:
+        """One batched capture (``AttentionEngine.suffix_attention_batch``) and the signals
+        reduced on the device (``ragfocus.scoring.batched``), launched; the results are on
+        their way to the host."""
         sorting = self.sort_rounds > 0
         read = self._heads_read()
         order = head_order(read)  # on the host: no device index tensors to read back per layer
         suffixes = [[p.query_ids, p.null_ids] + ([p.sort_ids] if sorting else []) for p in prompts]
         rows = [[p.query_rows, p.null_rows] + ([p.sort_rows] if sorting else []) for p in prompts]
         captured = self.engine.suffix_attention_batch([p.prefix_ids for p in prompts], suffixes, rows=rows, heads=read)
-        found = batched_prompt_signals(
+        return launch_prompt_signals(
             captured, order, [p.passage_spans for p in prompts],
             heads=self.heads,
             weights=self.fusion.head_weights,
@@ -666,7 +676,11 @@ class Focuser:
             sink_factor=self.sink_factor,
             aggregate=self.aggregate,
         )
-        del captured
+
+    def _window_reads(self, queries: list[str], texts: list[list[str]], found: list[PromptSignals]) -> list[_WindowRead]:
+        """The per-passage signal tables of ``_launch_attention_many``'s results (and, with
+        more than one sorting round, the further rounds)."""
+        sorting = self.sort_rounds > 0
         reads = []
         for query, passage_texts, signals in zip(queries, texts, found):
             table = [
@@ -782,14 +796,30 @@ class _Batch:
 
 @dataclass(frozen=True)
 class _DeviceRead:
-    """The device's share of a batch (``Focuser._device_many``), or the error that stopped it."""
+    """The device's share of a batch (``Focuser._device_many``), or the error that stopped it.
 
-    reads: list[_WindowRead]
-    distraction: list[DistractionScores | None]
+    ``reads`` and ``distraction`` may still be waiting for the device: functions that wait and
+    return them. ``resolved`` calls them.
+    """
+
+    reads: list[_WindowRead] | Callable[[], list[_WindowRead]]
+    distraction: list[DistractionScores | None] | Callable[[], list[DistractionScores | None]]
     error: Exception | None = None
     seconds: float = 0.0
-    """Wall time of the device's share, waits for the device included."""
+    """Wall time of the worker thread's share (launching, and any wait inside it)."""
     distraction_seconds: float = 0.0
+
+    def resolved(self) -> _DeviceRead:
+        """The same read with its results on the host; an error raised while waiting for
+        them (an asynchronous CUDA error, say) becomes ``error``."""
+        if self.error is not None or (not callable(self.reads) and not callable(self.distraction)):
+            return self
+        try:
+            reads = self.reads() if callable(self.reads) else self.reads
+            distraction = self.distraction() if callable(self.distraction) else self.distraction
+        except Exception as error:  # noqa: BLE001 - handed to _finish_many
+            return replace(self, reads=[], distraction=[], error=error)
+        return replace(self, reads=reads, distraction=distraction)
 
 
 @dataclass(frozen=True)

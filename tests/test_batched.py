@@ -267,3 +267,37 @@ def test_bench_report_ratio_is_per_query() -> None:
     assert report.rank_over_forward == pytest.approx(1.2)
     assert report.share_of_peak(report.phases[0]) == pytest.approx(1.0)
     assert report.share_of_peak(report.phases[1]) == pytest.approx(1 / 1.2)
+
+
+def test_results_that_fail_on_the_way_back_send_the_batch_one_at_a_time(
+    default_focuser: Focuser, dev_questions, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker launches a batch and moves on; an error that only shows when its results are
+    read (an asynchronous CUDA error, say) still sends that batch to the one-at-a-time path,
+    with errors='return' (raised with the default errors='raise')."""
+    import logging
+    from types import SimpleNamespace
+
+    import ragfocus.focuser as focuser_module
+
+    requests = [(q.question, q.paragraphs[:3]) for q in dev_questions[:2]]
+    expected = [default_focuser.rank(query, passages) for query, passages in requests]
+    launch = focuser_module.launch_prompt_signals
+
+    def failing_on_read(*args, **kwargs):
+        launch(*args, **kwargs)
+
+        def result():
+            raise RuntimeError("the copy back failed")
+
+        return SimpleNamespace(result=result)
+
+    monkeypatch.setattr(focuser_module, "launch_prompt_signals", failing_on_read)
+    with caplog.at_level(logging.WARNING, logger="ragfocus"):
+        batched = default_focuser.rank_many(requests, batch_size=2, errors="return")
+    assert "one at a time" in caplog.text and "the copy back failed" in caplog.text
+    for alone, together in zip(expected, batched):
+        assert [p.index for p in together] == [p.index for p in alone]
+        assert [p.score for p in together] == pytest.approx([p.score for p in alone], abs=1e-6)
+    with pytest.raises(RuntimeError, match="the copy back failed"):
+        default_focuser.rank_many(requests, batch_size=2, errors="raise")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ragfocus.engine import HeadSet
-from ragfocus.engine.kernels import to_device
+from ragfocus.engine.kernels import HostCopy, to_device
 from ragfocus.scoring.retrieval_heads import Aggregate, check_aggregate
 
 
@@ -35,6 +35,40 @@ class PromptSignals:
     heads), or ``None``."""
 
 
+@dataclass(frozen=True)
+class PendingSignals:
+    """``batched_prompt_signals`` launched on the device, its results still on their way to
+    the host (``kernels.HostCopy``); ``result`` waits for them."""
+
+    copy: HostCopy | None
+    sizes: list[int]
+    shapes: list[tuple[int, ...]]
+    spans: Sequence[Sequence[tuple[int, int]]]
+    weighted: bool
+    sorting: bool
+
+    def result(self) -> list[PromptSignals]:
+        if self.copy is None:
+            return []
+        flat = self.copy.result()
+        host = [part.reshape(shape) for part, shape in zip(flat.split(self.sizes, dim=1), self.shapes)]
+        signals = []
+        for element, prompt_spans in enumerate(self.spans):
+            count = len(prompt_spans)
+            query_list = host[0][element, :count].tolist()
+            null_list = host[1][element, :count].tolist()
+            signals.append(
+                PromptSignals(
+                    calibrated=[q - n for q, n in zip(query_list, null_list)],
+                    query_mass=query_list,
+                    null_mass=null_list,
+                    head_features=host[2][element, :, :count] if self.weighted else None,
+                    sort=host[-1][element, :count].tolist() if self.sorting else None,
+                )
+            )
+        return signals
+
+
 def batched_prompt_signals(
     captured: torch.Tensor,
     order: Sequence[tuple[int, int]],
@@ -46,7 +80,26 @@ def batched_prompt_signals(
     sink_factor: float | None,
     aggregate: Aggregate = "mean",
 ) -> list[PromptSignals]:
-    """Signals of each prompt from its captured attention.
+    """Signals of each prompt from its captured attention (``launch_prompt_signals``, waited
+    for)."""
+    return launch_prompt_signals(
+        captured, order, spans, heads=heads, weights=weights, sort_heads=sort_heads, sink_factor=sink_factor, aggregate=aggregate
+    ).result()
+
+
+def launch_prompt_signals(
+    captured: torch.Tensor,
+    order: Sequence[tuple[int, int]],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    *,
+    heads: HeadSet,
+    weights: Sequence[tuple[int, int, float]] = (),
+    sort_heads: HeadSet | None = None,
+    sink_factor: float | None,
+    aggregate: Aggregate = "mean",
+) -> PendingSignals:
+    """Signals of each prompt from its captured attention, computed on its device and copied
+    back without waiting (``PendingSignals.result`` waits).
 
     Args:
         captured: (prompts, suffixes, heads in ``order``, prefix width) as
@@ -60,7 +113,7 @@ def batched_prompt_signals(
     """
     check_aggregate(aggregate)
     if captured.shape[0] == 0:
-        return []
+        return PendingSignals(None, [], [], [], bool(weights), sort_heads is not None)
     if len(spans) != captured.shape[0]:
         raise ValueError("one list of passage spans is needed per prompt")
     device = captured.device
@@ -97,27 +150,12 @@ def batched_prompt_signals(
         sort = captured[:, 2].index_select(1, _index(_rows(row_of, sort_heads), device)).sum(dim=1).double()
         results.append(_span_sums(sort, membership) / lengths.clamp(min=1.0))
 
-    # One copy back to the host for everything: each copy makes the host wait for the device.
-    sizes = [tensor[0].numel() for tensor in results]
-    flat = torch.cat([tensor.reshape(len(spans), -1) for tensor in results], dim=1).cpu()
-    host = [part.reshape(result.shape) for part, result in zip(flat.split(sizes, dim=1), results)]
-    signals = []
-    for element, prompt_spans in enumerate(spans):
-        count = len(prompt_spans)
-        query_list = host[0][element, :count].tolist()
-        null_list = host[1][element, :count].tolist()
-        features = host[2][element, :, :count] if weights else None
-        sort_list = host[-1][element, :count].tolist() if sort_heads is not None else None
-        signals.append(
-            PromptSignals(
-                calibrated=[q - n for q, n in zip(query_list, null_list)],
-                query_mass=query_list,
-                null_mass=null_list,
-                head_features=features,
-                sort=sort_list,
-            )
-        )
-    return signals
+    # One copy back to the host for everything: each blocking copy makes the host wait.
+    flat = torch.cat([tensor.reshape(len(spans), -1) for tensor in results], dim=1)
+    return PendingSignals(
+        HostCopy(flat), [tensor[0].numel() for tensor in results], [tuple(tensor.shape) for tensor in results],
+        spans, bool(weights), sort_heads is not None,
+    )
 
 
 def _rows(row_of: dict[tuple[int, int], int], heads: HeadSet) -> list[int]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ragfocus.engine.kernels import PAD_MULTIPLE, batched_attention_kernels, padded_width, to_device
+from ragfocus.engine.kernels import PAD_MULTIPLE, HostCopy, batched_attention_kernels, padded_width, to_device
 from ragfocus.tokens import encode_batch
 
 ABSTAIN_ANSWER = "NO ANSWER"
@@ -128,28 +128,49 @@ def tokenize_distraction(tokenizer: object, queries: Sequence[tuple[str, Sequenc
 @torch.inference_mode()
 def score_distraction(model: torch.nn.Module, prompts: DistractionPrompts, *, batch_size: int = 64) -> list[DistractionScores]:
     """DE(q, p) of tokenized prompts: sorted by length and run ``batch_size`` at a time, so
-    the padding stays small (device work)."""
+    the padding stays small (device work; ``launch_distraction``, waited for)."""
+    return launch_distraction(model, prompts, batch_size=batch_size).result()
+
+
+@dataclass(frozen=True)
+class PendingDistraction:
+    """``launch_distraction``'s log-probabilities on their way to the host; ``result`` waits."""
+
+    copy: HostCopy | None
+    jobs: list[int]
+    """The prompt of each value copied, in the order they were run."""
+    passages: list[int]
+
+    def result(self) -> list[DistractionScores]:
+        values = self.copy.result().tolist() if self.copy is not None else []
+        logprobs = [0.0] * len(values)
+        for job, value in zip(self.jobs, values):
+            logprobs[job] = value
+        results = []
+        start = 0
+        for count in self.passages:
+            found = logprobs[start : start + count]
+            results.append(DistractionScores(distraction=[1.0 - math.exp(value) for value in found], abstain_logprob=found))
+            start += count
+        return results
+
+
+@torch.inference_mode()
+def launch_distraction(model: torch.nn.Module, prompts: DistractionPrompts, *, batch_size: int = 64) -> PendingDistraction:
+    """``score_distraction``'s device work, launched; the values are copied back to the host
+    without waiting (``kernels.HostCopy``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     sequences = prompts.sequences
-    logprobs = [0.0] * len(sequences)
     by_length = sorted(range(len(sequences)), key=lambda job: len(sequences[job]))
     chunks = [by_length[first : first + batch_size] for first in range(0, len(by_length), batch_size)]
     found = []
     with batched_attention_kernels(next(model.parameters()).device):
         for chunk in chunks:
             found.append(_sequence_logprob_tensor(model, [sequences[job] for job in chunk], prompts.answer_length, pad_multiple=PAD_MULTIPLE))
-    # One copy back to the host for all chunks: each copy makes the host wait for the device.
-    values = torch.cat(found).cpu().tolist() if found else []
-    for job, value in zip((job for chunk in chunks for job in chunk), values):
-        logprobs[job] = value
-    results = []
-    start = 0
-    for count in prompts.passages:
-        values = logprobs[start : start + count]
-        results.append(DistractionScores(distraction=[1.0 - math.exp(value) for value in values], abstain_logprob=values))
-        start += count
-    return results
+    # One copy back to the host for all chunks: each blocking copy makes the host wait.
+    copy = HostCopy(torch.cat(found)) if found else None
+    return PendingDistraction(copy, [job for chunk in chunks for job in chunk], list(prompts.passages))
 
 
 def distraction_scores_many(
