@@ -701,7 +701,11 @@ class Focuser:
                     ).scores
                 for i, value in enumerate(sort_scores):
                     table[i]["attention_sort"] = value
-            reads.append(_WindowRead(table, signals.head_features if self.fusion.head_weights else None, None))
+            if self.fusion.head_weights:
+                assert signals.learned is not None
+                for i, value in enumerate(signals.learned):  # combined on the device
+                    table[i]["learned_heads"] = value
+            reads.append(_WindowRead(table, None, None))
         return reads
 
     def _attention_signals(self, query: str, texts: list[str], prompt: TokenizedPrompt, *, sentences: bool) -> _WindowRead:

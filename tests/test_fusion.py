@@ -137,3 +137,4 @@ def test_bundled_profile_says_what_it_was_tuned_on_and_never_touched_held_out_da
     assert max(tuned + checked) < 3000  # development split only
     assert "PLACEHOLDER" not in profile.notes
     assert HEADS_ONLY.weights == {"retrieval_heads": 1.0}
+

@@ -33,6 +33,9 @@ class PromptSignals:
     sort: list[float] | None
     """Mean attention per token of the sorting suffix's answer position (summed over the sort
     heads), or ``None``."""
+    learned: list[float] | None = None
+    """The learned-heads signal, ``retrieval_heads.combine_head_features`` of ``head_features``
+    (computed on the device for the whole batch), or ``None``."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class PendingSignals:
                     query_mass=query_list,
                     null_mass=null_list,
                     head_features=host[2][element, :, :count] if self.weighted else None,
-                    sort=host[-1][element, :count].tolist() if self.sorting else None,
+                    sort=host[4 if self.weighted else 2][element, :count].tolist() if self.sorting else None,
+                    learned=host[3][element, :count].tolist() if self.weighted else None,
                 )
             )
         return signals
@@ -143,7 +147,8 @@ def launch_prompt_signals(
         calibrated = (query.index_select(1, weighted_index).double() - null.index_select(1, weighted_index).double()) * weighted_keep[:, None]
         sums = torch.bmm(calibrated, membership)
         counts = _span_sums(weighted_keep, membership).clamp(min=1.0)
-        results.append(sums / counts[:, None, :])
+        features = sums / counts[:, None, :]
+        results += [features, _combined(features, [len(prompt_spans) for prompt_spans in spans], [w for _, _, w in weights])]
     if sort_heads is not None:
         if captured.shape[1] < 3:
             raise ValueError("attention sorting needs the sorting suffix's capture (a third per prompt)")
@@ -156,6 +161,21 @@ def launch_prompt_signals(
         HostCopy(flat), [tensor[0].numel() for tensor in results], [tuple(tensor.shape) for tensor in results],
         spans, bool(weights), sort_heads is not None,
     )
+
+
+def _combined(features: torch.Tensor, passages: Sequence[int], weights: Sequence[float]) -> torch.Tensor:
+    """``retrieval_heads.combine_head_features`` of every prompt at once: (prompts, passages)
+    from features (prompts, heads, passages), each prompt z-scored over its own passages only.
+    On the device, so that the host does not spend about 0.4 ms per query on it."""
+    device = features.device
+    real = (torch.arange(features.shape[2], device=device)[None, :] < to_device(torch.tensor(list(passages)), device)[:, None]).double()
+    count = real.sum(dim=1).clamp(min=1.0)[:, None, None]
+    mask = real[:, None, :]
+    mean = (features * mask).sum(dim=2, keepdim=True) / count
+    spread = (((features - mean) * mask) ** 2).sum(dim=2, keepdim=True).div(count).sqrt()
+    standard = torch.where(spread > 1e-12, (features - mean) / spread.clamp(min=1e-12), torch.zeros_like(features)) * mask
+    weight = to_device(torch.tensor(list(weights), dtype=torch.float64), device)
+    return torch.einsum("h,bhp->bp", weight, standard)
 
 
 def _rows(row_of: dict[tuple[int, int], int], heads: HeadSet) -> list[int]:

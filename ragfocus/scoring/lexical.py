@@ -32,11 +32,14 @@ def bm25_scores(query: str, passages: Sequence[str]) -> list[float]:
     given passages only."""
     if not passages:
         return []
-    documents = [Counter(words(text) or ["<empty>"]) for text in passages]
-    lengths = [sum(document.values()) for document in documents]
+    tokens = [words(text) or ["<empty>"] for text in passages]
+    documents = [Counter(document) for document in tokens]
+    lengths = [len(document) for document in tokens]
     count = len(documents)
     average_length = sum(lengths) / count
-    frequency = Counter(word for document in documents for word in document)
+    frequency: Counter[str] = Counter()
+    for document in documents:
+        frequency.update(document.keys())  # counted in C: one per passage holding the word
 
     def idf(documents_with_word: int) -> float:
         return math.log(count - documents_with_word + 0.5) - math.log(documents_with_word + 0.5)
