@@ -816,7 +816,7 @@ class _DeviceRead:
     def resolved(self) -> _DeviceRead:
         """The same read with its results on the host; an error raised while waiting for
         them (an asynchronous CUDA error, say) becomes ``error``."""
-        if self.error is not None or (not callable(self.reads) and not callable(self.distraction)):
+        if self.error is not None:
             return self
         try:
             reads = self.reads() if callable(self.reads) else self.reads

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from ragfocus.tokens import Encoded, encode_batch
+from ragfocus.tokens import encode_batch
 
 PREFIX_HEADER = "Here are some paragraphs:\n\n"
 PASSAGE_TEMPLATE = "[{number}] {text}\n\n"
@@ -69,11 +69,11 @@ def build_prompts(tokenizer: object, requests: Sequence[tuple[str, Sequence[str]
     if not requests:
         return []
     prefixes: list[tuple[str, list[tuple[int, int]]]] = [_prefix_text(texts) for _, texts in requests]
-    encoded_prefixes = _encode_many([text for text, _ in prefixes], tokenizer, special=True)
+    encoded_prefixes = encode_batch(tokenizer, [text for text, _ in prefixes], special=True)
     queries = [query for query, _ in requests]
-    encoded_queries = _encode_many([SUFFIX_TEMPLATE.format(query=query) for query in queries], tokenizer, special=False)
+    encoded_queries = encode_batch(tokenizer, [SUFFIX_TEMPLATE.format(query=query) for query in queries], special=False)
     null_ids, null_rows = _encode_suffix(tokenizer, CONTENT_FREE_QUERY)
-    sorts = _encode_many([SORT_SUFFIX_TEMPLATE.format(query=query) for query in queries], tokenizer, special=False)
+    sorts = encode_batch(tokenizer, [SORT_SUFFIX_TEMPLATE.format(query=query) for query in queries], special=False)
     prompts = []
     for (prefix_text, char_spans), (prefix_ids, prefix_offsets), query, (query_ids, query_offsets), (sort_ids, _) in zip(
         prefixes, encoded_prefixes, queries, encoded_queries, sorts
@@ -117,19 +117,11 @@ def token_span(offsets: Sequence[tuple[int, int]], chars: tuple[int, int]) -> tu
 def _encode_suffix(tokenizer: object, query: str) -> tuple[list[int], tuple[int, int]]:
     text = SUFFIX_TEMPLATE.format(query=query)
     start = text.rindex(query)
-    ids, offsets = _encode(text, tokenizer, special=False)
+    ((ids, offsets),) = encode_batch(tokenizer, [text], special=False)
     rows = _token_span(offsets, (start, start + len(query)))
     if rows[0] == rows[1]:
         raise ValueError(f"the query {query!r} produced no tokens")
     return ids, rows
-
-
-def _encode(text: str, tokenizer: object, *, special: bool) -> tuple[list[int], list[tuple[int, int]]]:
-    return _encode_many([text], tokenizer, special=special)[0]
-
-
-def _encode_many(texts: list[str], tokenizer: object, *, special: bool) -> list[Encoded]:
-    return encode_batch(tokenizer, texts, special=special)
 
 
 def _token_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -1,12 +1,12 @@
 """The attention signals of many ranking prompts at once, on the device that captured them.
 
 The same quantities as ``retrieval_heads.score_head_set`` (ICR's calibrated attention, Chen et
-al., ICLR 2025, with sinks masked), ``retrieval_heads.learned_head_features`` and
+al., ICLR 2025, with sinks masked), ``retrieval_heads.learned_head_features`` with ``combine_head_features``, and
 ``attention_sort.passage_attention`` (Peysakhovich & Lerer, 2023) compute for one prompt, but
 for a padded batch of prompts in a handful of tensor operations: per-passage sums are one
 batched product with a token-to-passage matrix, and the sink threshold is a per-prompt median
-over passage tokens. Only the per-passage results (a few numbers per passage and head) leave
-the device, in one copy.
+over passage tokens. Only the per-passage results (a few numbers per passage) leave the
+device, in one copy that the host does not wait for (``PendingSignals``).
 """
 
 from __future__ import annotations
@@ -28,20 +28,18 @@ class PromptSignals:
     calibrated: list[float]
     query_mass: list[float]
     null_mass: list[float]
-    head_features: torch.Tensor | None
-    """(weighted heads in weights order, passages) float64 on the CPU, or ``None``."""
+    learned: list[float] | None
+    """The learned-heads signal: ``retrieval_heads.combine_head_features`` of the weighted
+    heads' calibrated passage scores, computed on the device for the whole batch; or ``None``."""
     sort: list[float] | None
     """Mean attention per token of the sorting suffix's answer position (summed over the sort
     heads), or ``None``."""
-    learned: list[float] | None = None
-    """The learned-heads signal, ``retrieval_heads.combine_head_features`` of ``head_features``
-    (computed on the device for the whole batch), or ``None``."""
 
 
 @dataclass(frozen=True)
 class PendingSignals:
-    """``batched_prompt_signals`` launched on the device, its results still on their way to
-    the host (``kernels.HostCopy``); ``result`` waits for them."""
+    """``launch_prompt_signals``' results on their way to the host (``kernels.HostCopy``);
+    ``result`` waits for them."""
 
     copy: HostCopy | None
     sizes: list[int]
@@ -65,30 +63,11 @@ class PendingSignals:
                     calibrated=[q - n for q, n in zip(query_list, null_list)],
                     query_mass=query_list,
                     null_mass=null_list,
-                    head_features=host[2][element, :, :count] if self.weighted else None,
-                    sort=host[4 if self.weighted else 2][element, :count].tolist() if self.sorting else None,
-                    learned=host[3][element, :count].tolist() if self.weighted else None,
+                    learned=host[2][element, :count].tolist() if self.weighted else None,
+                    sort=host[-1][element, :count].tolist() if self.sorting else None,
                 )
             )
         return signals
-
-
-def batched_prompt_signals(
-    captured: torch.Tensor,
-    order: Sequence[tuple[int, int]],
-    spans: Sequence[Sequence[tuple[int, int]]],
-    *,
-    heads: HeadSet,
-    weights: Sequence[tuple[int, int, float]] = (),
-    sort_heads: HeadSet | None = None,
-    sink_factor: float | None,
-    aggregate: Aggregate = "mean",
-) -> list[PromptSignals]:
-    """Signals of each prompt from its captured attention (``launch_prompt_signals``, waited
-    for)."""
-    return launch_prompt_signals(
-        captured, order, spans, heads=heads, weights=weights, sort_heads=sort_heads, sink_factor=sink_factor, aggregate=aggregate
-    ).result()
 
 
 def launch_prompt_signals(
@@ -112,7 +91,7 @@ def launch_prompt_signals(
         order: the (layer, head) of each captured row.
         spans: per prompt, each passage's [start, end) prefix tokens.
         heads: the retrieval heads summed into the calibrated score.
-        weights: (layer, head, weight) of the learned heads, whose per-head features are kept.
+        weights: (layer, head, weight) of the learned heads, combined into one signal.
         sort_heads: the heads of attention sorting (needs a third, sorting, capture).
     """
     check_aggregate(aggregate)
@@ -148,7 +127,7 @@ def launch_prompt_signals(
         sums = torch.bmm(calibrated, membership)
         counts = _span_sums(weighted_keep, membership).clamp(min=1.0)
         features = sums / counts[:, None, :]
-        results += [features, _combined(features, [len(prompt_spans) for prompt_spans in spans], [w for _, _, w in weights])]
+        results.append(_combined(features, [len(prompt_spans) for prompt_spans in spans], [w for _, _, w in weights]))
     if sort_heads is not None:
         if captured.shape[1] < 3:
             raise ValueError("attention sorting needs the sorting suffix's capture (a third per prompt)")
