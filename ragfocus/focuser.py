@@ -14,6 +14,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -27,7 +28,9 @@ from ragfocus.head_choice import HeadsArgument, choose_heads
 from ragfocus.head_profile import HeadProfile
 from ragfocus.models import LoadedModel, load_model
 from ragfocus.passages import PassageLike, as_passages
-from ragfocus.prompt import TokenizedPrompt, build_prompt, build_prompts
+from ragfocus.preparation import PreparedInputs, prepare_inputs
+from ragfocus.preparation_process import PreparationProcess
+from ragfocus.prompt import TokenizedPrompt, build_prompt
 from ragfocus.scoring.attention_sort import attention_sort, check_sort_rounds, passage_attention
 from ragfocus.scoring.batched import PendingSignals, PromptSignals, launch_prompt_signals
 from ragfocus.scoring.distraction import (
@@ -67,6 +70,9 @@ DEFAULT_FINAL_ROUND = 20
 
 DEFAULT_BATCH_SIZE = 32
 """Inputs per batched forward pass in ``Focuser.rank_many``/``focus_many``."""
+
+_PREPARE_AHEAD = 3
+"""Batches the preparation process tokenizes ahead of the one being fused (bounds memory)."""
 
 Errors = Literal["raise", "return"]
 
@@ -115,6 +121,11 @@ class Focuser:
         final_round: past one window, the best this many passages of the windowed ranking are
             scored again together in one prompt and ranked by that final round, above the rest
             (0: off). One more prefill; see ``ragfocus.windows``.
+        host_process: tokenize ``rank_many``/``focus_many`` batches (ranking and distraction
+            prompts, BM25) in a child process (``ragfocus.preparation_process``), so the thread
+            that launches the device's work does not share the interpreter with it. Default:
+            on when the model is on CUDA. The results are the same either way; if the child
+            fails, batches are prepared in the calling thread with a warning.
 
     One ``Focuser`` is safe to share between threads; calls on it are serialized.
     """
@@ -134,6 +145,7 @@ class Focuser:
         positional: bool | None = None,
         window_tokens: int | None = None,
         final_round: int = DEFAULT_FINAL_ROUND,
+        host_process: bool | None = None,
     ) -> None:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
         self.engine = AttentionEngine(self.loaded.model)
@@ -173,12 +185,32 @@ class Focuser:
         self.final_round = final_round
         self._count = token_counter(tokenizer if tokenizer is not None else self.loaded.tokenizer)
         self._lock = threading.RLock()
+        if host_process is None:
+            host_process = self.engine.device.type == "cuda"
+        self._preparation: PreparationProcess | None = None
+        if host_process:
+            # Started now, so its imports run while the caller gets ready; closed with the Focuser.
+            self._preparation = PreparationProcess(self.loaded.tokenizer)
+            weakref.finalize(self, self._preparation.close)
         self.last_batch_seconds: dict[str, float] = {}
         """Where the last ``rank_many``/``focus_many`` call spent its time, in seconds:
         ``total``; on this thread ``prepare`` (tokenization), ``finish`` (lexical signals,
         fusion) and ``wait`` (for the device); ``device`` (the batched capture and
         distraction, waits included, on a worker thread while this one prepares and finishes
         other batches) and its ``distraction`` share."""
+
+    @property
+    def preparation(self) -> PreparationProcess | None:
+        """The child process that tokenizes ``rank_many``'s batches (``host_process``), or
+        ``None``. Until it is ready (a few seconds after the ``Focuser`` is made: it imports
+        ragfocus), batches are tokenized in the calling thread."""
+        return self._preparation
+
+    def close(self) -> None:
+        """End the preparation process, if any; batches are then tokenized in the calling
+        thread. Also done when the ``Focuser`` is garbage collected or the program exits."""
+        if self._preparation is not None:
+            self._preparation.close()
 
     @property
     def signal_names(self) -> tuple[str, ...]:
@@ -375,14 +407,16 @@ class Focuser:
             times["distraction"] += read.distraction_seconds
 
         # A pipeline: while the device runs one batch (a worker thread that launches its
-        # kernels and waits for them, without the GIL), this thread tokenizes the next batch
-        # and fuses the one before.
+        # kernels and returns), this thread prepares the next batch (or takes it from the
+        # preparation process, which works a few batches ahead) and fuses the one before.
         started = time.perf_counter()
+        host = self._host_preparation([[(inputs[number][0], inputs[number][2].texts) for number in chunk] for chunk in chunks], sentences=sentences)
         with self._lock, ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragfocus-device") as device:
             pending: tuple[list[int], _Batch, Future[_DeviceRead]] | None = None
-            for chunk in chunks:
+            for position, chunk in enumerate(chunks):
                 prepared = time.perf_counter()
-                batch = self._prepare_many([inputs[number] for number in chunk], sentences=sentences, errors=errors)
+                chunk_inputs = [inputs[number] for number in chunk]
+                batch = self._prepare_many(chunk_inputs, host(position), sentences=sentences, errors=errors)
                 times["prepare"] += time.perf_counter() - prepared
                 submitted = device.submit(self._device_many, batch)
                 if pending is not None:
@@ -399,41 +433,55 @@ class Focuser:
         )
         return outcomes
 
+    def _host_preparation(self, pieces: list[list[tuple[str, list[str]]]], *, sentences: bool) -> Callable[[int], PreparedInputs]:
+        """``prepare_inputs`` of each chunk, by position: from the preparation process (a few
+        chunks ahead of the caller) when it is ready and there is more than one chunk, else
+        in this thread; a chunk the process fails on is prepared here."""
+        options: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "sentences": sentences, "distraction": self.distraction}
+        def here(position: int) -> PreparedInputs:
+            return prepare_inputs(self.loaded.tokenizer, pieces[position], **options)
+
+        process = self._preparation
+        if process is None or len(pieces) < 2 or not process.ready:
+            return here
+        futures: dict[int, Future[PreparedInputs]] = {}
+
+        def ahead(position: int) -> PreparedInputs:
+            for later in range(position, min(position + _PREPARE_AHEAD, len(pieces))):
+                if later not in futures:
+                    futures[later] = process.submit(pieces[later], **options)
+            try:
+                return futures.pop(position).result()
+            except Exception as error:  # noqa: BLE001 - prepared here instead
+                logger.debug("chunk %d prepared in this thread: %s", position, error)
+                return here(position)
+
+        return ahead
+
     def _prepare_many(
-        self, inputs: list[tuple[str, list[Passage], _Distinct]], *, sentences: bool, errors: Errors
+        self, inputs: list[tuple[str, list[Passage], _Distinct]], prepared: PreparedInputs, *, sentences: bool, errors: Errors
     ) -> _Batch:
-        """The host's share before the device: tokenize the one-prompt inputs together, and
-        score the others (windows, sentences) one by one."""
+        """The host's share before the device, with the tokenizing done (``prepare_inputs``):
+        the one-prompt inputs go to the device together, the others (windows, sentences) are
+        scored one by one."""
         results: list[_ScoredTexts | None | Exception] = [None] * len(inputs)
-        together: list[tuple[int, TokenizedPrompt]] = []
-        try:
-            prompts: list[TokenizedPrompt | None] = list(
-                build_prompts(self.loaded.tokenizer, [(query, distinct.texts) for query, _, distinct in inputs])
-            )
-        except ValueError:  # a query that yields no tokens: find it below, one by one
-            prompts = [None] * len(inputs)
+        batched = set(prepared.together)
         for number, (query, _, distinct) in enumerate(inputs):
-            if not distinct.texts:
+            prompt = prepared.prompts[number]
+            if prompt is None or number in batched:
                 continue
             try:
-                whole = prompts[number] or build_prompt(self.loaded.tokenizer, query, distinct.texts)
-                if sentences or (self.prompt_tokens is not None and whole.total_tokens > self.prompt_tokens):
-                    results[number] = self._score_texts(query, distinct.texts, distinct.retriever, sentences=sentences)
-                else:
-                    together.append((number, whole))
+                if isinstance(prompt, Exception):
+                    raise prompt
+                results[number] = self._score_texts(query, distinct.texts, distinct.retriever, sentences=sentences)
             except Exception as error:
                 if errors == "raise":
                     raise
                 results[number] = error
-        queries = [inputs[number][0] for number, _ in together]
-        texts = [inputs[number][2].texts for number, _ in together]
-        distraction = None
-        if self.distraction and together:
-            try:
-                distraction = tokenize_distraction(self.loaded.tokenizer, list(zip(queries, texts)))
-            except Exception as error:  # noqa: BLE001 - the device share reports it
-                logger.debug("distraction prompts could not be tokenized together: %s", error)
-        return _Batch(results, together, queries, texts, distraction)
+        together = [(number, prepared.prompts[number]) for number in prepared.together]
+        queries = [inputs[number][0] for number in prepared.together]
+        texts = [inputs[number][2].texts for number in prepared.together]
+        return _Batch(results, together, queries, texts, prepared.distraction, prepared.lexical)  # type: ignore[arg-type]
 
     def _device_many(self, batch: _Batch) -> _DeviceRead:
         """The device's share: the batched capture and distraction of the one-prompt inputs,
@@ -485,11 +533,13 @@ class Focuser:
                     results[number] = single
             return results
         assert isinstance(read.reads, list) and isinstance(read.distraction, list), "a read is resolved before it is finished"
-        for (number, prompt), window_read, distraction in zip(batch.together, read.reads, read.distraction):
+        lexical = batch.lexical if batch.lexical is not None else [None] * len(batch.together)
+        for (number, prompt), window_read, distraction, bm25 in zip(batch.together, read.reads, read.distraction, lexical):
             query, _, distinct = inputs[number]
             try:
                 results[number] = self._score_texts(
-                    query, distinct.texts, distinct.retriever, sentences=False, prepared=_Prepared(prompt, window_read, distraction)
+                    query, distinct.texts, distinct.retriever, sentences=False,
+                    prepared=_Prepared(prompt, window_read, distraction, bm25),
                 )
             except Exception as error:
                 if errors == "raise":
@@ -592,7 +642,8 @@ class Focuser:
             for unit, value in enumerate(found.distraction):
                 table[unit]["distraction"] = value
                 table[unit]["abstain_logprob"] = found.abstain_logprob[unit]
-        for unit, value in enumerate(bm25_scores(query, unit_texts)):
+        lexical = prepared.lexical if prepared is not None and fits and prepared.lexical is not None else None
+        for unit, value in enumerate(lexical if lexical is not None else bm25_scores(query, unit_texts)):
             table[unit]["bm25"] = value
         for unit, part in enumerate(plan.units):
             if retriever[part.item] is not None:
@@ -782,6 +833,8 @@ class _Prepared:
     prompt: TokenizedPrompt
     read: _WindowRead
     distraction: DistractionScores | None
+    lexical: list[float] | None = None
+    """BM25 of the texts, when the tokenizing computed it."""
 
 
 @dataclass(frozen=True)
@@ -796,6 +849,8 @@ class _Batch:
     texts: list[list[str]]
     distraction: DistractionPrompts | None = None
     """The distraction prompts, tokenized on the host (``None`` without distraction)."""
+    lexical: list[list[float]] | None = None
+    """BM25 of each ``together`` input's texts, computed with the tokenizing."""
 
 
 @dataclass(frozen=True)

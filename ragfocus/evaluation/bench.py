@@ -182,6 +182,8 @@ def run_bench(
         extra={"date": date.today().isoformat(), "torch": torch.__version__},
     )
     say("warm-up")
+    if focuser.preparation is not None:  # started with the Focuser; its start-up is not timed
+        focuser.preparation.wait_ready(120)
     warm = min(batch_size, len(questions))
     bare_forward(loaded.model, token_ids[:warm], batch_size=batch_size)
     focuser.rank_many(requests[:warm], batch_size=batch_size)

@@ -1,0 +1,98 @@
+"""The host's share of a batch (``ragfocus.preparation``), in this thread and in a child process
+(``ragfocus.preparation_process``): the same prompts, distraction prompts and BM25 either way."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ragfocus import Focuser, LoadedModel
+from ragfocus.evaluation.datasets import hotpotqa
+from ragfocus.preparation import prepare_inputs
+from ragfocus.preparation_process import PreparationProcess
+from ragfocus.prompt import TokenizedPrompt
+from ragfocus.scoring.lexical import bm25_scores
+
+
+@pytest.fixture(scope="module")
+def dev_questions():
+    return hotpotqa(60, 6)
+
+
+def test_prepare_inputs_splits_batches_and_keeps_errors_in_place(default_model: LoadedModel) -> None:
+    real = default_model.tokenizer
+
+    class FailsOnOneQuery:
+        """The real tokenizer, through ``__call__``, except for one query."""
+
+        def __call__(self, texts, **kwargs):
+            if any("poisoned" in text for text in texts):
+                raise ValueError("cannot tokenize the poisoned query")
+            return real(texts, **kwargs)
+
+    inputs = [
+        ("Where is Paris?", ["Paris is the capital of France.", "The Nile flows north."]),
+        ("poisoned", ["Some text."]),
+        ("Which river?", []),
+        ("Which river is long?", ["The Nile is long. " * 80]),  # over the prompt limit below
+    ]
+    prepared = prepare_inputs(FailsOnOneQuery(), inputs, prompt_tokens=200, sentences=False, distraction=True)
+    assert isinstance(prepared.prompts[0], TokenizedPrompt)
+    assert isinstance(prepared.prompts[1], ValueError) and "poisoned" in str(prepared.prompts[1])
+    assert prepared.prompts[2] is None
+    assert isinstance(prepared.prompts[3], TokenizedPrompt) and prepared.prompts[3].total_tokens > 200
+    assert prepared.together == [0]
+    assert prepared.lexical == [bm25_scores(*inputs[0])]
+    assert prepared.distraction is not None and prepared.distraction.passages == [2]
+    unlimited = prepare_inputs(real, [inputs[0], inputs[3]], prompt_tokens=None, sentences=False, distraction=False)
+    assert unlimited.together == [0, 1] and unlimited.distraction is None
+    sentences = prepare_inputs(real, [inputs[0]], prompt_tokens=None, sentences=True, distraction=True)
+    assert sentences.together == [] and sentences.distraction is None and sentences.lexical == []
+
+
+def test_the_child_process_prepares_what_this_thread_prepares(default_model: LoadedModel, dev_questions) -> None:
+    inputs = [(q.question, q.paragraphs[:5]) for q in dev_questions] + [("Which river?", [])]
+    options = {"prompt_tokens": 700, "sentences": False, "distraction": True}
+    here = prepare_inputs(default_model.tokenizer, inputs, **options)
+    assert 0 < len(here.together) < len(dev_questions)  # some of these prompts are over 700 tokens
+    process = PreparationProcess(default_model.tokenizer)
+    try:
+        assert process.wait_ready(120), "the child did not start"
+        first = process.submit(inputs, **options)
+        second = process.submit(inputs[:2], prompt_tokens=None, sentences=False, distraction=False)
+        assert first.result(timeout=120) == here
+        assert second.result(timeout=120) == prepare_inputs(default_model.tokenizer, inputs[:2], prompt_tokens=None, sentences=False, distraction=False)
+    finally:
+        process.close()
+    assert not process.alive
+    with pytest.raises(RuntimeError, match="closed"):
+        process.submit(inputs, **options).result(timeout=10)
+
+
+def test_rank_many_through_the_child_process_equals_this_thread(
+    default_model: LoadedModel, dev_questions, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default Focuser (distraction on), its batches tokenized in a child process as on a
+    GPU, against the same Focuser tokenizing in its own thread: the same computation, so the
+    same scores; and after the child dies, the batches are prepared here, with a warning."""
+    requests = [(q.question, q.paragraphs[:4]) for q in dev_questions[:3]]
+    here = Focuser(default_model, host_process=False)
+    assert here.preparation is None
+    expected = here.rank_many(requests, batch_size=1)
+    there = Focuser(default_model, host_process=True)
+    process = there.preparation
+    assert process is not None and process.wait_ready(120)
+    answered = process.prepared
+    batched = there.rank_many(requests, batch_size=1)  # three batches, tokenized ahead in the child
+    assert process.prepared - answered == len(requests)
+    for alone, together in zip(expected, batched):
+        assert [(p.index, p.score, p.signals) for p in together] == [(p.index, p.score, p.signals) for p in alone]
+    process._process.kill()
+    process._process.wait()
+    with caplog.at_level(logging.WARNING, logger="ragfocus"):
+        process._reader.join(timeout=30)
+        after = there.rank_many(requests, batch_size=1)
+    assert "preparation process" in caplog.text
+    assert not process.alive
+    assert [[(p.index, p.score) for p in ranked] for ranked in after] == [[(p.index, p.score) for p in ranked] for ranked in expected]
