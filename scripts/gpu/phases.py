@@ -9,7 +9,7 @@ the signals.
 import sys
 
 import torch
-from profiling import kernel_time, print_difference
+from profiling import kernel_time, prepared_batch, print_difference
 from transformers.cache_utils import DynamicCache
 
 import ragfocus.focuser as F
@@ -28,7 +28,7 @@ f = Focuser(device="cuda", distraction=False)
 inputs = [(q.question, items, F._distinct(items)) for q in hotpotqa(0, count) for items in [as_passages(q.paragraphs)]]
 if by_length:
     inputs.sort(key=lambda entry: -sum(len(text) for text in entry[2].texts))
-batches = [f._prepare_many(inputs[i : i + 64], sentences=False, errors="raise") for i in range(0, count, 64)]
+batches = [prepared_batch(f, inputs[i : i + 64]) for i in range(0, count, 64)]
 prompts = [[p for _, p in b.together] for b in batches]
 if not by_length:
     prompts = prompts[1:]  # as first measured: the first batch only warms up

@@ -37,3 +37,15 @@ def print_difference(title: str, more: collections.Counter, less: collections.Co
     print(f"== {title}, by kernel:")
     for kernel in sorted(set(more) | set(less), key=lambda k: -(more.get(k, 0) - less.get(k, 0)))[:top]:
         print(f"   {(more.get(kernel, 0) - less.get(kernel, 0)) / batches / 1e3:7.2f} ms {kernel}")
+
+
+def prepared_batch(focuser, chunk):
+    """``Focuser._prepare_many`` of a chunk of ``(query, items, distinct)`` inputs, tokenized in
+    this thread (``ragfocus.preparation.prepare_inputs``)."""
+    from ragfocus.preparation import prepare_inputs
+
+    host = prepare_inputs(
+        focuser.loaded.tokenizer, [(query, distinct.texts) for query, _, distinct in chunk],
+        prompt_tokens=focuser.prompt_tokens, sentences=False, distraction=focuser.distraction,
+    )
+    return focuser._prepare_many(chunk, host, sentences=False, errors="raise")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+from profiling import prepared_batch
 from torch.profiler import ProfilerActivity, profile
 
 import ragfocus.engine.capture as C
@@ -59,7 +60,7 @@ if part == "worker":
         items = as_passages(q.paragraphs); inputs.append((q.question, items, F._distinct(items)))
     order = sorted(range(len(inputs)), key=lambda n: -sum(len(t) for t in inputs[n][2].texts))
     t = time.perf_counter()
-    batches = [f._prepare_many([inputs[n] for n in order[i:i+64]], sentences=False, errors="raise") for i in range(0, 1024, 64)]
+    batches = [prepared_batch(f, [inputs[n] for n in order[i:i+64]]) for i in range(0, 1024, 64)]
     print(f"prepare all: {time.perf_counter()-t:.2f} s")
     ids = [p.prefix_ids + p.query_ids for b in batches for _, p in b.together]
     req = [(q.question, q.paragraphs) for q in qs]

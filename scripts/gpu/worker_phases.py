@@ -6,7 +6,7 @@
 import time
 
 import torch
-from profiling import kernel_time, print_difference
+from profiling import kernel_time, prepared_batch, print_difference
 
 import ragfocus.focuser as F
 from ragfocus import Focuser
@@ -18,7 +18,7 @@ inputs = [(q.question, items, F._distinct(items)) for q in hotpotqa(0, 1024) for
 inputs.sort(key=lambda entry: -sum(len(text) for text in entry[2].texts))
 chunks = [inputs[i : i + 64] for i in range(0, 1024, 64)]
 started = time.perf_counter()
-batches = [f._prepare_many(chunk, sentences=False, errors="raise") for chunk in chunks]
+batches = [prepared_batch(f, chunk) for chunk in chunks]
 print(f"host only: prepare 1024 {time.perf_counter() - started:.2f} s")
 reads = [f._device_many(batch).resolved() for batch in batches]
 started = time.perf_counter()
