@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default=None, help="scorer: Hugging Face id or path (default: embedded SmolLM2-135M)")
     bench.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     bench.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto",
-                       help="weights' dtype (auto: bfloat16 on CUDA, float32 on CPU; float16 is closer to float32 "
-                            "but overflows on some models: docs/gpu.md)")
+                       help="weights' dtype (auto: float32 on CPU; on CUDA float16 for the embedded default, bfloat16 "
+                            "for other models, whose float16 range is unknown: docs/gpu.md)")
     bench.add_argument("--batch-size", type=int, default=64, help="prompts per batched forward pass")
     bench.add_argument("--start", type=int, default=0, help="first HotpotQA dev question (0-2999 is the development split)")
     bench.add_argument("--questions", type=int, default=512, help="questions to time")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ragfocus import DEFAULT_MODEL, LoadedModel, load_model, models
 
@@ -60,3 +61,13 @@ def test_bad_local_paths_are_named(tmp_path: Path) -> None:
 def test_any_local_causal_lm_loads(tiny_model: LoadedModel) -> None:
     assert tiny_model.num_layers == 4 and len(tiny_model.weights_sha256 or '') == 64  # hash of the weight files
     assert tiny_model.model.config._attn_implementation == "ragfocus_capture"
+
+
+def test_default_dtype_is_float16_on_cuda_only_for_the_embedded_model() -> None:
+    from ragfocus.models import DEFAULT_MODEL, DEFAULT_MODEL_ACTIVATION_PEAK, default_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert default_dtype(cpu) == default_dtype(cpu, "HuggingFaceTB/SmolLM2-360M-Instruct") == torch.float32
+    assert default_dtype(cuda) == default_dtype(cuda, DEFAULT_MODEL) == torch.float16
+    assert default_dtype(cuda, "HuggingFaceTB/SmolLM2-360M-Instruct") == torch.bfloat16
+    assert DEFAULT_MODEL_ACTIVATION_PEAK * 2 < torch.finfo(torch.float16).max
