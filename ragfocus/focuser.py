@@ -194,8 +194,8 @@ class Focuser:
             weakref.finalize(self, self._preparation.close)
         self.last_batch_seconds: dict[str, float] = {}
         """Where the last ``rank_many``/``focus_many`` call spent its time, in seconds:
-        ``total``; on this thread ``prepare`` (tokenization), ``finish`` (lexical signals,
-        fusion) and ``wait`` (for the device); ``device`` (the batched capture and
+        ``total``; on this thread ``prepare`` (tokenization, or waiting for the preparation
+        process's), ``finish`` (lexical signals, fusion) and ``wait`` (for the device); ``device`` (the batched capture and
         distraction, waits included, on a worker thread while this one prepares and finishes
         other batches) and its ``distraction`` share."""
 
