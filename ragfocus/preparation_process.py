@@ -105,7 +105,7 @@ class PreparationProcess:
     def close(self) -> None:
         """End the child (it finishes the batch it is on) and fail what is still pending."""
         self._outbox.put(None)
-        self._fail("the preparation process was closed")
+        self._fail("the preparation process was closed", expected=True)
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -155,11 +155,11 @@ class PreparationProcess:
         code = self._process.wait()
         self._fail(f"the preparation process exited (code {code})")
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, *, expected: bool = False) -> None:
         with self._lock:
             if self._failure is None:
                 self._failure = reason
-                if reason != "the preparation process was closed":
+                if not expected:
                     logger.warning("%s; batches are prepared in the calling thread", reason)
             pending, self._pending = self._pending, {}
         self._ready.set()
