@@ -118,3 +118,47 @@ def test_grouped_query_attention_equals_repeated_key_value_heads() -> None:
     assert found is not None and found.shape == (batch, q_len, kv_heads * groups, dim)
     assert torch.allclose(found, expected, atol=1e-6)
     assert grouped_query_attention(query, key, value, mask.expand(-1, 9, -1, -1), scaling=0.3) is None
+
+
+@pytest.mark.parametrize("softcap", [None, 5.0])
+@pytest.mark.parametrize("heads", [[0, 1, 2, 3, 4, 5], [1, 4, 5]])
+def test_packed_row_attention_equals_rows_computed_one_by_one(heads: list[int], softcap: float | None) -> None:
+    from ragfocus.engine.capture import packed_row_attention
+
+    generator = torch.Generator().manual_seed(3)
+    batch, kv_heads, groups, q_len, k_len, dim, rows, suffixes = 2, 2, 3, 7, 9, 4, 4, 2
+    query = torch.randn(batch, kv_heads * groups, q_len, dim, generator=generator)
+    key = torch.randn(batch, kv_heads, k_len, dim, generator=generator)
+    row_index = torch.randint(0, q_len, (batch, rows), generator=generator)
+    bias = torch.where(torch.rand(batch, 1, rows, k_len, generator=generator) > 0.3, 0.0, float("-inf"))
+    bias[..., 0] = 0.0
+    weights = torch.rand(batch, suffixes, rows, generator=generator)
+    found = packed_row_attention(query, key, row_index=row_index, row_bias=bias, row_weights=weights,
+                                 heads=torch.tensor(heads), scaling=0.4, softcap=softcap)
+    assert found.shape == (batch, suffixes, len(heads), k_len) and found.dtype == torch.float32
+    for b in range(batch):
+        for position, head in enumerate(heads):
+            scores = query[b, head, row_index[b]] @ key[b, head // groups].T * 0.4
+            if softcap is not None:
+                scores = torch.tanh(scores / softcap) * softcap
+            expected = weights[b] @ torch.softmax(scores + bias[b, 0], dim=-1)
+            assert torch.allclose(found[b, :, position], expected, atol=1e-6)
+
+
+def test_row_scores_fall_back_to_float32_where_the_half_product_is_missing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On CUDA half-precision rows are scored by a product with float32 output; where that
+    product does not exist (this CPU build), the first call finds out, logs it, and converts."""
+    from ragfocus.engine import capture
+
+    monkeypatch.setattr(capture, "_HALF_PRODUCTS", {"cpu": True})
+    generator = torch.Generator().manual_seed(4)
+    query = torch.randn(2, 3, 5, 8, generator=generator).half()
+    key = torch.randn(2, 3, 6, 8, generator=generator).half()
+    with caplog.at_level("INFO", logger="ragfocus.engine.capture"):
+        scores = capture._row_scores(query, key)
+    assert scores.dtype == torch.float32
+    assert torch.equal(scores, query.float() @ key.float().transpose(-1, -2))
+    assert capture._HALF_PRODUCTS == {"cpu": False}
+    assert "converting to float32" in caplog.text

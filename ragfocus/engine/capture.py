@@ -17,6 +17,7 @@ each query head to its key/value head.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width, to_device
 from ragfocus.engine.packing import continue_prefixes, pack_suffixes
+
+logger = logging.getLogger(__name__)
 
 CAPTURE_IMPLEMENTATION = "ragfocus_capture"
 """Name under which the capturing attention is registered with transformers."""
@@ -226,18 +229,52 @@ def packed_row_attention(
     groups = query_heads // kv_heads
     rows = row_index.shape[1]
     picked = query.gather(2, row_index[:, None, :, None].expand(batch, query_heads, rows, dim))
-    # Each key/value head is converted to float32 once and shared by its query heads; the
-    # few query rows carry the scaling.
-    q = (picked.float() * scaling).view(batch, kv_heads, groups * rows, dim)
-    scores = torch.matmul(q, key.float().transpose(-1, -2)).view(batch, query_heads, rows, k_len)
-    if len(heads) < query_heads:
-        scores = scores[:, heads]
+    # The query heads that share a key/value head are stacked, so each key/value head is read
+    # once; every head is scored (most are read: 184 of the default's 216 in layers 0-23) and
+    # the heads read are picked from the small per-suffix sums at the end.
+    scores = _row_scores(picked.view(batch, kv_heads, groups * rows, dim), key).view(batch, query_heads, rows, k_len)
     if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    probabilities = torch.softmax(scores.add_(row_bias), dim=-1)
-    # (batch, 1, suffixes, rows) @ (batch, heads, rows, k_len): a batched matmul, no copy of
-    # the probabilities.
-    return torch.matmul(row_weights[:, None], probabilities).transpose(1, 2)
+        scores = torch.tanh(scores * (scaling / softcap)).mul_(softcap).add_(row_bias)
+    else:
+        scores = torch.add(row_bias, scores, alpha=scaling)
+    probabilities = torch.softmax(scores, dim=-1)
+    # (batch, 1, suffixes, rows) @ (batch, query_heads, rows, k_len): a batched matmul, no copy
+    # of the probabilities.
+    summed = torch.matmul(row_weights[:, None], probabilities)
+    if len(heads) < query_heads:
+        summed = summed[:, heads]
+    return summed.transpose(1, 2)
+
+
+_HALF_PRODUCTS: dict[str, bool] = {}
+"""Per device type, whether ``torch.bmm(..., out_dtype=torch.float32)`` ran there."""
+
+
+def _row_scores(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``query @ key^T`` in float32, unscaled: (batch, kv_heads, n, dim) by (batch, kv_heads,
+    k_len, dim).
+
+    On CUDA, float16 and bfloat16 inputs go straight to a tensor-core product with float32
+    output (``torch.bmm(..., out_dtype=torch.float32)``): the products of half-precision
+    values are exact in float32 and summed in float32, as in the float32 product of their
+    float32 copies, without converting the keys to float32 first. Elsewhere, or where that
+    product is missing, both are converted to float32.
+    """
+    batch, kv_heads, n, dim = query.shape
+    k_len = key.shape[2]
+    device_type = query.device.type
+    if query.dtype in (torch.float16, torch.bfloat16) and key.dtype == query.dtype and _HALF_PRODUCTS.get(device_type, device_type == "cuda"):
+        try:
+            flat = torch.bmm(query.reshape(batch * kv_heads, n, dim), key.reshape(batch * kv_heads, k_len, dim).transpose(1, 2),
+                             out_dtype=torch.float32)
+            _HALF_PRODUCTS[device_type] = True
+            return flat.view(batch, kv_heads, n, k_len)
+        except torch.OutOfMemoryError:
+            raise
+        except (NotImplementedError, RuntimeError, TypeError) as error:
+            _HALF_PRODUCTS[device_type] = False
+            logger.info("no float32-output product of %s on %s (%s); converting to float32", query.dtype, device_type, error)
+    return torch.matmul(query.float(), key.float().transpose(-1, -2))
 
 
 @dataclass(frozen=True)
