@@ -162,3 +162,25 @@ def test_row_scores_fall_back_to_float32_where_the_half_product_is_missing(
     assert torch.equal(scores, query.float() @ key.float().transpose(-1, -2))
     assert capture._HALF_PRODUCTS == {"cpu": False}
     assert "converting to float32" in caplog.text
+
+
+def test_append_in_place_cache_returns_what_the_dynamic_cache_returns() -> None:
+    from transformers import LlamaConfig, MistralConfig
+    from transformers.cache_utils import DynamicCache
+
+    from ragfocus.engine.append_cache import AppendInPlaceLayer, append_in_place_cache
+
+    config = LlamaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    cache, plain = append_in_place_cache(config, capacity=9), DynamicCache(config=config)
+    assert all(type(layer) is AppendInPlaceLayer for layer in cache.layers)
+    generator = torch.Generator().manual_seed(5)
+    for length in (5, 4, 3):  # the third update passes the capacity: concatenated instead
+        keys, values = torch.randn(2, 2, length, 4, generator=generator), torch.randn(2, 2, length, 4, generator=generator)
+        found = cache.update(keys, values, layer_idx=1)
+        expected = plain.update(keys, values, layer_idx=1)
+        assert torch.equal(found[0], expected[0]) and torch.equal(found[1], expected[1])
+        assert cache.get_seq_length(1) == plain.get_seq_length(1)
+    assert cache.layers[0].keys is None  # untouched layers stay empty
+
+    sliding = MistralConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, sliding_window=4)
+    assert all(type(layer) is not AppendInPlaceLayer for layer in append_in_place_cache(sliding, capacity=9).layers)

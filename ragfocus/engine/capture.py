@@ -31,6 +31,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from ragfocus.engine.append_cache import append_in_place_cache
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width, to_device
 from ragfocus.engine.packing import continue_prefixes, pack_suffixes
 
@@ -425,7 +426,7 @@ class AttentionEngine:
 
         Memory beyond the model (``docs/gpu.md``): the KV cache, 2 x layers x kv_heads x
         head_dim x prompts x (width of prefix and first suffix + packed width of the others)
-        values, held twice while a layer appends the packed suffixes, and per layer read, about
+        values, allocated once for both passes (``ragfocus.engine.append_cache``), and per layer read, about
         three float32 tensors of prompts x heads read in that layer x rows read x that width.
         """
         if not prefixes:
@@ -456,7 +457,7 @@ class AttentionEngine:
         packed = None
         if count > 1:
             packed = pack_suffixes(lengths, run_width, [group[1:] for group in suffixes], [r[1:] for r in rows], pad_id=pad).to(device)
-        cache = DynamicCache(config=self.model.config)
+        cache = append_in_place_cache(self.model.config, run_width + (0 if packed is None else packed.input_ids.shape[1]))
         positions = torch.arange(run_width, device=device)[None, :].expand(len(prefixes), -1)
         with batched_attention_kernels(device):
             # Right padding under the causal mask: no real token sees a pad, so the prefix pass
