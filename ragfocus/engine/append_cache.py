@@ -27,8 +27,11 @@ class AppendInPlaceLayer(DynamicLayer):
         self._value_buffer: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
+        if not self.is_initialized:  # what DynamicLayer.lazy_initialization sets, whose signature varies in 5.x
+            self.dtype, self.device = key_states.dtype, key_states.device
+            self.keys = key_states.new_empty((0,))
+            self.values = value_states.new_empty((0,))
+            self.is_initialized = True
             batch, heads, _, key_dim = key_states.shape
             self._key_buffer = key_states.new_empty((batch, heads, self.capacity, key_dim))
             self._value_buffer = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_states.shape[-1]))
