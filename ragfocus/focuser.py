@@ -197,7 +197,9 @@ class Focuser:
         ``total``; on this thread ``prepare`` (tokenization, or waiting for the preparation
         process's), ``finish`` (lexical signals, fusion) and ``wait`` (for the device); ``device`` (the batched capture and
         distraction, waits included, on a worker thread while this one prepares and finishes
-        other batches) and its ``distraction`` share."""
+        other batches) and its ``distraction`` share; ``fill``, from the call to the first
+        batch handed to the device, and ``drain``, from the last batch's device results to the
+        return: the parts of ``total`` the device cannot overlap."""
 
     @property
     def preparation(self) -> PreparationProcess | None:
@@ -391,12 +393,14 @@ class Focuser:
         by_length = sorted(inputs, key=lambda number: -sum(len(text) for text in inputs[number][2].texts))
         chunks = [by_length[first : first + batch_size] for first in range(0, len(by_length), batch_size)]
 
-        times = dict.fromkeys(("prepare", "wait", "finish", "device", "distraction"), 0.0)
+        times = dict.fromkeys(("prepare", "wait", "finish", "device", "distraction", "fill", "drain"), 0.0)
+        resolved_at: list[float] = []
 
         def finish(chunk: list[int], batch: _Batch, device_work: Future[_DeviceRead]) -> None:
             started = time.perf_counter()
             read = device_work.result().resolved()
             waited = time.perf_counter()
+            resolved_at.append(waited)
             scored = self._finish_many([inputs[number] for number in chunk], batch, read, errors=errors)
             for number, result in zip(chunk, scored):
                 _, items, distinct = inputs[number]
@@ -419,12 +423,16 @@ class Focuser:
                 batch = self._prepare_many(chunk_inputs, host(position), sentences=sentences, errors=errors)
                 times["prepare"] += time.perf_counter() - prepared
                 submitted = device.submit(self._device_many, batch)
+                if position == 0:
+                    times["fill"] = time.perf_counter() - started
                 if pending is not None:
                     finish(*pending)
                 pending = (chunk, batch, submitted)
             if pending is not None:
                 finish(*pending)
-            times["total"] = time.perf_counter() - started
+            ended = time.perf_counter()
+            times["total"] = ended - started
+            times["drain"] = ended - resolved_at[-1] if resolved_at else 0.0
             self.last_batch_seconds = times
         logger.debug(
             "%d inputs in %d batches: %.3f s; host prepare %.3f s, finish %.3f s, waiting for the device %.3f s; "

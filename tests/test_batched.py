@@ -217,6 +217,7 @@ def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     assert report.phases[1].seconds == sorted(runs["rank_many"])[1]  # the median run
     split = report.extra["rank_many_seconds"]
     assert split["total"] > 0 and split["prepare"] > 0 and split["device"] > 0
+    assert 0 < split["fill"] < split["total"] and 0 < split["drain"] < split["total"]
     assert report.count == 3 and report.questions == (0, 2)
     assert all(phase.seconds > 0 and phase.queries_per_second > 0 for phase in report.phases)
     assert report.rank_over_forward is not None and report.rank_over_forward > 0

@@ -329,6 +329,8 @@ def render_bench(report: BenchReport) -> str:
                 f"rank_many's {split['total']:.2f} s: this thread tokenizing {split['prepare']:.2f} s, fusing {split['finish']:.2f} s, "
                 f"waiting for the device {split['wait']:.2f} s; the device worker {split['device']:.2f} s "
                 f"(distraction {split['distraction']:.2f} s)"
+                + (f"; before the first batch reached the device {split['fill']:.2f} s, after the last came back {split['drain']:.2f} s"
+                   if "fill" in split else "")
             )
         single, rank = report.phase("rank_one_at_a_time"), report.phase("rank_many")
         if single is not None and rank is not None:
