@@ -29,7 +29,7 @@ from ragfocus.head_profile import HeadProfile
 from ragfocus.models import LoadedModel, load_model
 from ragfocus.passages import PassageLike, as_passages
 from ragfocus.preparation import PreparedInputs, prepare_inputs
-from ragfocus.preparation_process import PreparationProcess
+from ragfocus.preparation_process import PreparationPool
 from ragfocus.prompt import TokenizedPrompt, build_prompt
 from ragfocus.scoring.attention_sort import attention_sort, check_sort_rounds, passage_attention
 from ragfocus.scoring.batched import PendingSignals, PromptSignals, launch_prompt_signals
@@ -72,7 +72,13 @@ DEFAULT_BATCH_SIZE = 32
 """Inputs per batched forward pass in ``Focuser.rank_many``/``focus_many``."""
 
 _PREPARE_AHEAD = 3
-"""Batches the preparation process tokenizes ahead of the one being fused (bounds memory)."""
+"""Batches the preparation processes tokenize ahead of the one being fused (bounds memory)."""
+
+PREPARATION_PROCESSES = 3
+"""Child processes that split each batch's tokenizing on a GPU (``host_process``), at most one
+fewer than this machine's CPUs: one child tokenized a batch of 64 HotpotQA prompts in about
+the time an H100 scored it, and the device waited 0.33 s for the first batch of 1,024 queries
+(``docs/gpu.md``)."""
 
 Errors = Literal["raise", "return"]
 
@@ -122,9 +128,10 @@ class Focuser:
             scored again together in one prompt and ranked by that final round, above the rest
             (0: off). One more prefill; see ``ragfocus.windows``.
         host_process: tokenize ``rank_many``/``focus_many`` batches (ranking and distraction
-            prompts, BM25) in a child process (``ragfocus.preparation_process``), so the thread
-            that launches the device's work does not share the interpreter with it. Default:
-            on when the model is on CUDA. The results are the same either way; if the child
+            prompts, BM25) in child processes (``ragfocus.preparation_process``; up to
+            ``PREPARATION_PROCESSES``, each batch split between them), so the thread that
+            launches the device's work does not share the interpreter with it. Default: on
+            when the model is on CUDA. The results are the same either way; if the child
             fails, batches are prepared in the calling thread with a warning.
 
     One ``Focuser`` is safe to share between threads; calls on it are serialized.
@@ -187,10 +194,11 @@ class Focuser:
         self._lock = threading.RLock()
         if host_process is None:
             host_process = self.engine.device.type == "cuda"
-        self._preparation: PreparationProcess | None = None
+        self._preparation: PreparationPool | None = None
         if host_process:
-            # Started now, so its imports run while the caller gets ready; closed with the Focuser.
-            self._preparation = PreparationProcess(self.loaded.tokenizer)
+            # Started now, so their imports run while the caller gets ready; closed with the Focuser.
+            processes = max(1, min(PREPARATION_PROCESSES, (os.cpu_count() or 2) - 1))
+            self._preparation = PreparationPool(self.loaded.tokenizer, processes)
             weakref.finalize(self, self._preparation.close)
         self.last_batch_seconds: dict[str, float] = {}
         """Where the last ``rank_many``/``focus_many`` call spent its time, in seconds:
@@ -202,14 +210,14 @@ class Focuser:
         return: the parts of ``total`` the device cannot overlap."""
 
     @property
-    def preparation(self) -> PreparationProcess | None:
-        """The child process that tokenizes ``rank_many``'s batches (``host_process``), or
-        ``None``. Until it is ready (a few seconds after the ``Focuser`` is made: it imports
+    def preparation(self) -> PreparationPool | None:
+        """The child processes that tokenize ``rank_many``'s batches (``host_process``), or
+        ``None``. Until one is ready (a few seconds after the ``Focuser`` is made: it imports
         ragfocus), batches are tokenized in the calling thread."""
         return self._preparation
 
     def close(self) -> None:
-        """End the preparation process, if any; batches are then tokenized in the calling
+        """End the preparation processes, if any; batches are then tokenized in the calling
         thread. Also done when the ``Focuser`` is garbage collected or the program exits."""
         if self._preparation is not None:
             self._preparation.close()

@@ -75,3 +75,27 @@ def prepare_inputs(
         except Exception as error:  # noqa: BLE001 - the device's share tokenizes them again and reports it
             logger.debug("distraction prompts could not be tokenized together: %s", error)
     return PreparedInputs(prompts, together, distraction_prompts, [bm25_scores(query, texts) for query, texts in chosen])
+
+
+def merge_prepared(parts: Sequence[PreparedInputs]) -> PreparedInputs:
+    """One ``PreparedInputs`` from those of consecutive slices of a batch: what
+    ``prepare_inputs`` gives for the whole batch, since it prepares every input on its own.
+    The distraction prompts are ``None`` when any part has none while another has some."""
+    prompts: list[TokenizedPrompt | Exception | None] = []
+    together: list[int] = []
+    lexical: list[list[float]] = []
+    for part in parts:
+        together += [len(prompts) + number for number in part.together]
+        prompts += part.prompts
+        lexical += part.lexical
+    with_distraction = [part.distraction for part in parts if part.together]
+    distraction = None
+    if with_distraction and all(found is not None for found in with_distraction):
+        present = [found for found in with_distraction if found is not None]
+        if len({found.answer_length for found in present}) == 1:
+            distraction = DistractionPrompts(
+                [sequence for found in present for sequence in found.sequences],
+                present[0].answer_length,
+                [count for found in present for count in found.passages],
+            )
+    return PreparedInputs(prompts, together, distraction, lexical)

@@ -19,11 +19,12 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import IO, Any
 
-from ragfocus.preparation import PreparedInputs, prepare_inputs
+from ragfocus.preparation import PreparedInputs, merge_prepared, prepare_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,87 @@ class PreparationProcess:
         for future in pending.values():
             if not future.done():
                 future.set_exception(RuntimeError(reason))
+
+
+class PreparationPool:
+    """Several ``PreparationProcess`` children that split each batch between them.
+
+    ``submit`` cuts the batch into one consecutive slice per ready child and merges their
+    answers (``merge_prepared``), so a batch is prepared in about 1/n of one child's time:
+    the first batch of ``rank_many``, which the device waits for, and every later one (one
+    child tokenized a batch of 64 HotpotQA prompts in about the time an H100 scored it,
+    ``docs/gpu.md``). The interface is ``PreparationProcess``'s; a child that dies is left out
+    of later batches, and the batch it was on fails (the caller prepares it itself).
+    """
+
+    def __init__(self, tokenizer: object, processes: int) -> None:
+        if processes < 1:
+            raise ValueError(f"processes must be at least 1, got {processes}")
+        self.processes = [PreparationProcess(tokenizer) for _ in range(processes)]
+
+    @property
+    def ready(self) -> bool:
+        """At least one child is ready."""
+        return any(process.ready for process in self.processes)
+
+    @property
+    def alive(self) -> bool:
+        return any(process.alive for process in self.processes)
+
+    @property
+    def prepared(self) -> int:
+        """Slices the children have answered with a result."""
+        return sum(process.prepared for process in self.processes)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until every child is ready or has failed (at most ``timeout`` seconds in
+        all); ``True`` when at least one is ready."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for process in self.processes:
+            process.wait_ready(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return self.ready
+
+    def submit(
+        self,
+        inputs: Sequence[tuple[str, Sequence[str]]],
+        *,
+        prompt_tokens: int | None,
+        sentences: bool,
+        distraction: bool,
+    ) -> Future[PreparedInputs]:
+        """``prepare_inputs(tokenizer, inputs, ...)``, split between the ready children."""
+        ready = [process for process in self.processes if process.ready] or self.processes[:1]
+        count = max(1, min(len(ready), len(inputs)))
+        bounds = [len(inputs) * part // count for part in range(count + 1)]
+        parts = [
+            process.submit(inputs[start:end], prompt_tokens=prompt_tokens, sentences=sentences, distraction=distraction)
+            for process, start, end in zip(ready, bounds, bounds[1:])
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        merged: Future[PreparedInputs] = Future()
+        remaining = [len(parts)]
+        lock = threading.Lock()
+
+        def part_done(_: Future[PreparedInputs]) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            failed = next((part.exception() for part in parts if part.exception() is not None), None)
+            if failed is not None:
+                merged.set_exception(failed)
+            else:
+                merged.set_result(merge_prepared([part.result() for part in parts]))
+
+        for part in parts:
+            part.add_done_callback(part_done)
+        return merged
+
+    def close(self) -> None:
+        """End every child."""
+        for process in self.processes:
+            process.close()
 
 
 def _receive(stream: IO[bytes]) -> bytes | None:

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
 
 from ragfocus import Focuser, LoadedModel
 from ragfocus.evaluation.datasets import hotpotqa
-from ragfocus.preparation import prepare_inputs
-from ragfocus.preparation_process import PreparationProcess
+from ragfocus.preparation import merge_prepared, prepare_inputs
+from ragfocus.preparation_process import PreparationPool, PreparationProcess
 from ragfocus.prompt import TokenizedPrompt
 from ragfocus.scoring.lexical import bm25_scores
 
@@ -88,11 +89,47 @@ def test_rank_many_through_the_child_process_equals_this_thread(
     assert process.prepared - answered == len(requests)
     for alone, together in zip(expected, batched):
         assert [(p.index, p.score, p.signals) for p in together] == [(p.index, p.score, p.signals) for p in alone]
-    process._process.kill()
-    process._process.wait()
+    for child in process.processes:
+        child._process.kill()
+        child._process.wait()
     with caplog.at_level(logging.WARNING, logger="ragfocus"):
-        process._reader.join(timeout=30)
+        for child in process.processes:
+            child._reader.join(timeout=30)
         after = there.rank_many(requests, batch_size=1)
     assert "preparation process" in caplog.text
     assert not process.alive
     assert [[(p.index, p.score) for p in ranked] for ranked in after] == [[(p.index, p.score) for p in ranked] for ranked in expected]
+
+
+def test_merged_slices_equal_the_whole_batch(default_model: LoadedModel, dev_questions) -> None:
+    inputs = [(q.question, q.paragraphs[:3]) for q in dev_questions] + [("Which river?", [])]
+    for distraction in (True, False):
+        options = {"prompt_tokens": 500, "sentences": False, "distraction": distraction}
+        whole = prepare_inputs(default_model.tokenizer, inputs, **options)
+        for cuts in ([3], [1, 6], [2, 4, 6]):
+            bounds = [0, *cuts, len(inputs)]
+            parts = [prepare_inputs(default_model.tokenizer, inputs[a:b], **options) for a, b in itertools.pairwise(bounds)]
+            assert merge_prepared(parts) == whole, (distraction, cuts)
+
+
+def test_the_pool_splits_a_batch_between_its_children_and_outlives_one(default_model: LoadedModel, dev_questions) -> None:
+    inputs = [(q.question, q.paragraphs[:3]) for q in dev_questions]
+    options = {"prompt_tokens": None, "sentences": False, "distraction": True}
+    whole = prepare_inputs(default_model.tokenizer, inputs, **options)
+    pool = PreparationPool(default_model.tokenizer, 2)
+    try:
+        assert pool.wait_ready(120) and all(child.ready for child in pool.processes)
+        assert pool.submit(inputs, **options).result(timeout=120) == whole
+        assert [child.prepared for child in pool.processes] == [1, 1]
+        first = pool.processes[0]
+        first._process.kill()
+        first._process.wait()
+        first._reader.join(timeout=30)
+        assert not first.ready and pool.alive
+        assert pool.submit(inputs, **options).result(timeout=120) == whole  # all of it to the other child
+        assert pool.processes[1].prepared == 2
+    finally:
+        pool.close()
+    assert not pool.alive
+    with pytest.raises(ValueError, match="at least 1"):
+        PreparationPool(default_model.tokenizer, 0)
