@@ -451,9 +451,9 @@ class Focuser:
         return outcomes
 
     def _host_preparation(self, pieces: list[list[tuple[str, list[str]]]], *, sentences: bool) -> Callable[[int], PreparedInputs]:
-        """``prepare_inputs`` of each chunk, by position: from the preparation process (a few
-        chunks ahead of the caller) when it is ready and there is more than one chunk, else
-        in this thread; a chunk the process fails on is prepared here."""
+        """``prepare_inputs`` of each chunk, by position: from the preparation processes (a few
+        chunks ahead of the caller) when one is ready and there is more than one chunk, else
+        in this thread; a chunk they fail on is prepared here."""
         options: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "sentences": sentences, "distraction": self.distraction}
         def here(position: int) -> PreparedInputs:
             return prepare_inputs(self.loaded.tokenizer, pieces[position], **options)
@@ -550,8 +550,7 @@ class Focuser:
                     results[number] = single
             return results
         assert isinstance(read.reads, list) and isinstance(read.distraction, list), "a read is resolved before it is finished"
-        lexical = batch.lexical if batch.lexical is not None else [None] * len(batch.together)
-        for (number, prompt), window_read, distraction, bm25 in zip(batch.together, read.reads, read.distraction, lexical):
+        for (number, prompt), window_read, distraction, bm25 in zip(batch.together, read.reads, read.distraction, batch.lexical):
             query, _, distinct = inputs[number]
             try:
                 results[number] = self._score_texts(
@@ -659,8 +658,8 @@ class Focuser:
             for unit, value in enumerate(found.distraction):
                 table[unit]["distraction"] = value
                 table[unit]["abstain_logprob"] = found.abstain_logprob[unit]
-        lexical = prepared.lexical if prepared is not None and fits and prepared.lexical is not None else None
-        for unit, value in enumerate(lexical if lexical is not None else bm25_scores(query, unit_texts)):
+        lexical = prepared.lexical if prepared is not None and fits else bm25_scores(query, unit_texts)
+        for unit, value in enumerate(lexical):
             table[unit]["bm25"] = value
         for unit, part in enumerate(plan.units):
             if retriever[part.item] is not None:
@@ -850,8 +849,8 @@ class _Prepared:
     prompt: TokenizedPrompt
     read: _WindowRead
     distraction: DistractionScores | None
-    lexical: list[float] | None = None
-    """BM25 of the texts, when the tokenizing computed it."""
+    lexical: list[float]
+    """BM25 of the texts, computed with the tokenizing."""
 
 
 @dataclass(frozen=True)
@@ -864,9 +863,9 @@ class _Batch:
     """The inputs scored as one batch on the device, with their prompts."""
     queries: list[str]
     texts: list[list[str]]
-    distraction: DistractionPrompts | None = None
+    distraction: DistractionPrompts | None
     """The distraction prompts, tokenized on the host (``None`` without distraction)."""
-    lexical: list[list[float]] | None = None
+    lexical: list[list[float]]
     """BM25 of each ``together`` input's texts, computed with the tokenizing."""
 
 

@@ -52,8 +52,7 @@ def fuse_norms(model: torch.nn.Module) -> int:
             if not agrees[kind]:
                 logger.info("%s computes another formula than rms_norm; left unfused", kind.__name__)
         if agrees[kind]:
-            module.forward = types.MethodType(_fused_forward, module)
-            setattr(module, _MARK, True)
+            _fuse(module)
             fused += 1
     return fused
 
@@ -79,13 +78,17 @@ def unfused_norms(model: torch.nn.Module) -> Iterator[int]:
         yield len(restored)
     finally:
         for module in restored:
-            module.forward = types.MethodType(_fused_forward, module)
-            setattr(module, _MARK, True)
+            _fuse(module)
 
 
 def fused_norm_count(model: torch.nn.Module) -> int:
     """How many of ``model``'s norms run ``rms_norm`` now."""
     return sum(1 for module in model.modules() if getattr(module, _MARK, False))
+
+
+def _fuse(module: torch.nn.Module) -> None:
+    module.forward = types.MethodType(_fused_forward, module)
+    setattr(module, _MARK, True)
 
 
 def _fused_forward(module: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
