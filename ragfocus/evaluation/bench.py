@@ -6,7 +6,10 @@ On the same model, device and HotpotQA prompts it times, in this order:
    length-sorted exactly as ``Focuser.rank_many`` pads them, no attention output, no LM head),
    from token ids already on the host, with the model as ``Focuser`` runs it (its RMSNorms
    fused on CUDA: ``ragfocus.engine.fused``) and, when some norms are fused, once more with
-   transformers' own norms, the plain ``transformers`` baseline;
+   transformers' own norms, the plain ``transformers`` baseline; with distraction on, also a
+   bare forward over every prompt ``Focuser.rank_many`` reads (the ranking prompts and the ten
+   distraction prompts of each question, batched as ``Focuser`` batches them, each prompt run
+   whole), the like-for-like yardstick of a Focuser that runs two passes;
 2. ``Focuser.rank_many`` from the strings (tokenization, capture, distraction, fusion:
    everything a caller waits for);
 3. optionally ``Focuser.rank`` one query at a time, on the first questions, for the batching
@@ -35,8 +38,9 @@ import torch
 from ragfocus.engine.fused import fused_norm_count, unfused_norms
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width
 from ragfocus.evaluation.datasets import HotpotQuestion
-from ragfocus.focuser import Focuser
+from ragfocus.focuser import DISTRACTION_BATCH_FACTOR, Focuser
 from ragfocus.prompt import build_prompt
+from ragfocus.scoring.distraction import tokenize_distraction
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +114,12 @@ class BenchReport:
         was fused, so that both bare forwards are the same)."""
         return self._rank_over("bare_forward_own_norms")
 
+    @property
+    def rank_over_all_prompts_forward(self) -> float | None:
+        """The same over the bare forward of every prompt ``rank_many`` reads, distraction
+        prompts included (``None`` without distraction)."""
+        return self._rank_over("bare_forward_all_prompts")
+
     def _rank_over(self, bare_phase: str) -> float | None:
         rank, bare = self.phase("rank_many"), self.phase(bare_phase)
         if rank is None or bare is None:
@@ -136,6 +146,7 @@ class BenchReport:
         ]
         payload["rank_over_forward"] = self.rank_over_forward
         payload["rank_over_own_norms_forward"] = self.rank_over_own_norms_forward
+        payload["rank_over_all_prompts_forward"] = self.rank_over_all_prompts_forward
         return payload
 
 
@@ -204,18 +215,34 @@ def run_bench(
     warm = min(batch_size, len(questions))
     bare_forward(loaded.model, token_ids[:warm], batch_size=batch_size)
     focuser.rank_many(requests[:warm], batch_size=batch_size)
+    distraction_ids = tokenize_distraction(loaded.tokenizer, requests).sequences if focuser.distraction else []
+    if distraction_ids:
+        report.extra["distraction_prompts"] = len(distraction_ids)
+        report.extra["mean_distraction_tokens_per_question"] = sum(map(len, distraction_ids)) / len(questions)
+        bare_forward(loaded.model, distraction_ids[: warm * 10], batch_size=batch_size * DISTRACTION_BATCH_FACTOR)
+
+    def all_prompts() -> None:
+        bare_forward(loaded.model, token_ids, batch_size=batch_size)
+        bare_forward(loaded.model, distraction_ids, batch_size=batch_size * DISTRACTION_BATCH_FACTOR)
 
     bare_runs: list[PhaseTiming] = []
+    all_prompt_runs: list[PhaseTiming] = []
     rank_runs: list[tuple[PhaseTiming, dict[str, float]]] = []
     for run in range(1, repeat + 1):
         suffix = f" (run {run} of {repeat})" if repeat > 1 else ""
         say(f"bare forward over {len(questions)} prompts{suffix}")
         bare_runs.append(_timed("bare_forward", device, len(questions), sum(lengths),
                                 lambda: bare_forward(loaded.model, token_ids, batch_size=batch_size)))
+        if distraction_ids:
+            say(f"bare forward over {len(questions)} prompts and their {len(distraction_ids)} distraction prompts{suffix}")
+            all_prompt_runs.append(_timed("bare_forward_all_prompts", device, len(questions),
+                                          sum(lengths) + sum(map(len, distraction_ids)), all_prompts))
         say(f"Focuser.rank_many over {len(questions)} questions{suffix}")
         timing = _timed("rank_many", device, len(questions), sum(lengths), lambda: focuser.rank_many(requests, batch_size=batch_size))
         rank_runs.append((timing, dict(focuser.last_batch_seconds)))
     report.phases.append(_median(bare_runs))
+    if all_prompt_runs:
+        report.phases.append(_median(all_prompt_runs))
     median_rank = _median([timing for timing, _ in rank_runs])
     report.phases.append(median_rank)
     report.extra["rank_many_seconds"] = next(split for timing, split in rank_runs if timing is median_rank)
@@ -223,6 +250,8 @@ def run_bench(
         "bare_forward": [timing.seconds for timing in bare_runs],
         "rank_many": [timing.seconds for timing, _ in rank_runs],
     }
+    if all_prompt_runs:
+        report.extra["runs"]["bare_forward_all_prompts"] = [timing.seconds for timing in all_prompt_runs]
     if report.fused_norms:
         with unfused_norms(loaded.model):
             say(f"bare forward over {len(questions)} prompts with transformers' own norms")
@@ -310,6 +339,9 @@ def render_bench(report: BenchReport) -> str:
         ratio = report.rank_over_forward
         if ratio is not None:
             console.print(f"Focuser.rank_many / bare forward, time per query: {ratio:.2f}x")
+        every = report.rank_over_all_prompts_forward
+        if every is not None:
+            console.print(f"Focuser.rank_many / bare forward over every prompt it reads (distraction prompts too), time per query: {every:.2f}x")
         own = report.rank_over_own_norms_forward
         if own is not None:
             console.print(
@@ -322,6 +354,8 @@ def render_bench(report: BenchReport) -> str:
                 "median of runs; seconds of each: bare forward "
                 + ", ".join(f"{value:.2f}" for value in runs["bare_forward"])
                 + "; rank_many " + ", ".join(f"{value:.2f}" for value in runs["rank_many"])
+                + ("; bare forward over every prompt " + ", ".join(f"{value:.2f}" for value in runs["bare_forward_all_prompts"])
+                   if "bare_forward_all_prompts" in runs else "")
             )
         split = report.extra.get("rank_many_seconds")
         if split:

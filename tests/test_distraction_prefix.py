@@ -1,0 +1,80 @@
+"""The distraction prompts' shared first tokens, run once (``ragfocus.scoring.distraction``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ragfocus import Focuser
+from ragfocus.evaluation.bench import render_bench, run_bench
+from ragfocus.evaluation.datasets import hotpotqa
+from ragfocus.models import LoadedModel, load_model
+from ragfocus.scoring.distraction import (
+    MIN_SHARED_PREFIX,
+    _sequence_logprob_tensor,
+    common_prefix_length,
+    shared_prefix,
+    tokenize_distraction,
+)
+
+
+def test_common_prefix_length() -> None:
+    assert common_prefix_length([]) == 0
+    assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert common_prefix_length([[1, 2, 3]]) == 3
+    assert common_prefix_length([[5, 2], [1, 2]]) == 0
+
+
+def test_shared_prefix_is_the_template_and_instruction_and_changes_no_score(default_model: LoadedModel) -> None:
+    """Real HotpotQA dev prompts on the default model: the shared part ends where the passage
+    starts, and the log-probabilities after the cached prefix equal those of the whole prompts."""
+    questions = hotpotqa(0, 2)
+    prompts = tokenize_distraction(default_model.tokenizer, [(q.question, q.paragraphs[:3]) for q in questions])
+    model = default_model.model
+    prefix = shared_prefix(model, prompts.sequences, keep=prompts.answer_length + 1)
+    assert prefix is not None and len(prefix.ids) >= MIN_SHARED_PREFIX
+    assert default_model.tokenizer.decode(prefix.ids).endswith("Passage:")
+    assert all(sequence[: len(prefix.ids)] == prefix.ids for sequence in prompts.sequences)
+    with torch.inference_mode():
+        whole = _sequence_logprob_tensor(model, prompts.sequences, prompts.answer_length, pad_multiple=64)
+        shared = _sequence_logprob_tensor(model, prompts.sequences, prompts.answer_length, pad_multiple=64, prefix=prefix)
+    assert shared.tolist() == pytest.approx(whole.tolist(), abs=1e-4)
+    assert len(set(whole.tolist())) == len(prompts.sequences)  # real, distinct scores, not a constant
+    with pytest.raises(ValueError, match="shared prefix"):
+        _sequence_logprob_tensor(model, [[1, 2, 3, 4]] + prompts.sequences[1:], prompts.answer_length, prefix=prefix)
+
+
+def test_no_shared_prefix_when_it_would_not_pay_or_not_be_exact(default_model: LoadedModel, tmp_path) -> None:
+    model = default_model.model
+    assert shared_prefix(model, [list(range(100))], keep=5) is None  # one prompt: nothing to share
+    assert shared_prefix(model, [[1] * 6 + [2] * 50, [1] * 6 + [3] * 50], keep=5) is None  # too short
+    assert shared_prefix(model, [[1] * 20 + [2] * 3, [1] * 20 + [3] * 50], keep=5) is not None
+    # Every sequence keeps ``keep`` tokens after the prefix, even one that is all common tokens.
+    capped = shared_prefix(model, [[1] * 40, [1] * 40 + [2] * 9], keep=5)
+    assert capped is not None and len(capped.ids) == 35
+
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=16)
+    windowed = MistralForCausalLM(config).eval()
+    assert shared_prefix(windowed, [[1] * 20 + [2] * 3, [1] * 20 + [3] * 5], keep=5) is None  # the window would crop it
+
+
+def test_bench_times_a_bare_forward_over_every_prompt_with_distraction(tiny_model_dir) -> None:
+    focuser = Focuser(load_model(tiny_model_dir, device="cpu"), distraction=True)
+    questions = hotpotqa(0, 3)
+    report = run_bench(focuser, questions, batch_size=2, repeat=2)
+    names = [phase.name for phase in report.phases]
+    assert names[:3] == ["bare_forward", "bare_forward_all_prompts", "rank_many"]
+    ranking, every = report.phase("bare_forward"), report.phase("bare_forward_all_prompts")
+    assert ranking is not None and every is not None
+    expected = sum(len(ids) for ids in tokenize_distraction(focuser.loaded.tokenizer, [(q.question, q.paragraphs) for q in questions]).sequences)
+    assert every.tokens == ranking.tokens + expected
+    assert report.extra["distraction_prompts"] == sum(len(q.paragraphs) for q in questions)
+    assert len(report.extra["runs"]["bare_forward_all_prompts"]) == 2
+    assert report.rank_over_all_prompts_forward is not None and report.rank_over_all_prompts_forward > 0
+    assert json.loads(json.dumps(report.to_dict()))["rank_over_all_prompts_forward"] == report.rank_over_all_prompts_forward
+    assert "every prompt it reads" in render_bench(report)
