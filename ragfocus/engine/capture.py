@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.attention.bias import causal_lower_right
 from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -82,6 +83,26 @@ class _CaptureSession:
 
 
 _ACTIVE: ContextVar[_CaptureSession | None] = ContextVar("ragfocus_capture_session", default=None)
+_AFTER_CACHED_PREFIX: ContextVar[bool] = ContextVar("ragfocus_after_cached_prefix", default=False)
+
+
+@contextmanager
+def after_cached_prefix() -> Iterator[None]:
+    """While active in this thread (and no capture is), forward passes that continue a cached
+    prefix build no attention mask and run causal attention aligned to the lower right
+    (``torch.nn.attention.bias.causal_lower_right``): each new token sees the whole prefix
+    and the new tokens up to itself.
+
+    This is exact for right-padded batches that all continue one prefix (no real token sees a
+    pad, so no padding mask is needed). Without it, transformers builds a boolean mask for a
+    query block shorter than its keys, which keeps SDPA off its flash kernel and repeats the
+    grouped keys and values per query head.
+    """
+    token = _AFTER_CACHED_PREFIX.set(True)
+    try:
+        yield
+    finally:
+        _AFTER_CACHED_PREFIX.reset(token)
 
 
 def register_capture_attention() -> None:
@@ -90,8 +111,28 @@ def register_capture_attention() -> None:
     with _REGISTER_LOCK:
         if not _registered:
             AttentionInterface.register(CAPTURE_IMPLEMENTATION, _capturing_attention)
-            AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, sdpa_mask)
+            AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, _capture_mask)
             _registered = True
+
+
+def _capture_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """SDPA's mask builder, skipped while ``after_cached_prefix`` is active."""
+    if _AFTER_CACHED_PREFIX.get() and _ACTIVE.get() is None:
+        return None
+    return sdpa_mask(*args, **kwargs)
+
+
+def lower_right_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *, scaling: float | None) -> torch.Tensor:
+    """Causal attention of ``query`` (batch, heads, n, dim) over the last n of ``key`` and
+    ``value``'s m >= n positions and everything before them, grouped-query heads as they come;
+    (batch, n, heads, dim) as transformers' attention functions return it."""
+    if query.shape[-2] > key.shape[-2]:
+        raise ValueError(f"{query.shape[-2]} queries over {key.shape[-2]} keys: a lower-right causal mask needs at least as many keys")
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=causal_lower_right(query.shape[-2], key.shape[-2]), scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return output.transpose(1, 2).contiguous()
 
 
 def _capturing_attention(
@@ -104,6 +145,10 @@ def _capturing_attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     session = _ACTIVE.get()
     if session is None:
+        if _AFTER_CACHED_PREFIX.get():
+            if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
+                raise ValueError("after_cached_prefix supports plain causal attention only (no softcap, no sliding window)")
+            return lower_right_causal_attention(query, key, value, scaling=kwargs.get("scaling")), None
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     layer = int(module.layer_idx)
     if session.batched is not None and layer in session.heads:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ragfocus.engine.append_cache import AppendInPlaceLayer, append_in_place_cache
+from ragfocus.engine.capture import after_cached_prefix
 from ragfocus.engine.kernels import PAD_MULTIPLE, HostCopy, batched_attention_kernels, padded_width, to_device
 from ragfocus.tokens import encode_batch
 
@@ -302,7 +303,8 @@ def _sequence_logprob_tensor(
         hidden = model.base_model(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
     else:
         cache = prefix.cache(model, len(sequences), width)
-        hidden = model.base_model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True).last_hidden_state
+        with after_cached_prefix():
+            hidden = model.base_model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True).last_hidden_state
     picked = hidden.gather(1, predicting[..., None].expand(-1, -1, hidden.shape[-1]))
     logits = _float32_logits(model.get_output_embeddings(), picked)
     chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
