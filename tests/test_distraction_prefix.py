@@ -15,6 +15,8 @@ from ragfocus.scoring.distraction import (
     MIN_SHARED_PREFIX,
     _sequence_logprob_tensor,
     common_prefix_length,
+    distraction_scores,
+    length_chunks,
     shared_prefix,
     tokenize_distraction,
 )
@@ -78,3 +80,29 @@ def test_bench_times_a_bare_forward_over_every_prompt_with_distraction(tiny_mode
     assert report.rank_over_all_prompts_forward is not None and report.rank_over_all_prompts_forward > 0
     assert json.loads(json.dumps(report.to_dict()))["rank_over_all_prompts_forward"] == report.rank_over_all_prompts_forward
     assert "every prompt it reads" in render_bench(report)
+
+
+def test_length_chunks_cut_at_a_longer_prompt_and_bound_prompts_and_tokens() -> None:
+    lengths = [100, 10, 12, 11, 130, 30, 500, 13, 120, 2000]
+    chunks = length_chunks(lengths, max_prompts=3, multiple=1, ratio=1.3, max_tokens=1000)
+    assert sorted(index for chunk in chunks for index in chunk) == list(range(len(lengths)))  # each prompt once
+    assert chunks == [[1, 3, 2], [7], [5], [0, 8, 4], [6], [9]]
+    for chunk in chunks:
+        widths = [lengths[index] for index in chunk]
+        assert widths == sorted(widths) and len(chunk) <= 3
+        assert max(widths) <= 1.3 * min(widths) and (len(chunk) == 1 or max(widths) * len(chunk) <= 1000)
+    # Widths are compared after rounding: with a multiple of 64 the short prompts all share one chunk.
+    assert length_chunks([10, 12, 40, 64], max_prompts=8, multiple=64) == [[0, 1, 2, 3]]
+    assert length_chunks([], max_prompts=4) == []
+    with pytest.raises(ValueError, match="max_prompts"):
+        length_chunks([1], max_prompts=0)
+
+
+def test_one_query_scores_equal_with_any_chunking(default_model: LoadedModel) -> None:
+    """Length-sorted chunks (a development question, passages of very different lengths) give each passage the score it gets alone, in the passages' own order."""
+    question = hotpotqa(1, 1)[0]
+    passages = [question.paragraphs[0], question.paragraphs[1] * 4, "N/A", question.paragraphs[2] * 2]
+    together = distraction_scores(default_model.model, default_model.tokenizer, question.question, passages)
+    for index, passage in enumerate(passages):
+        alone = distraction_scores(default_model.model, default_model.tokenizer, question.question, [passage])
+        assert together.abstain_logprob[index] == pytest.approx(alone.abstain_logprob[0], abs=2e-3)

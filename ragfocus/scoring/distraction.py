@@ -30,6 +30,12 @@ from ragfocus.engine.capture import after_cached_prefix
 from ragfocus.engine.kernels import PAD_MULTIPLE, HostCopy, batched_attention_kernels, padded_width, to_device
 from ragfocus.tokens import encode_batch
 
+LENGTH_RATIO = 1.3
+"""``length_chunks``: a chunk's longest padded prompt is at most this many times its shortest."""
+
+CHUNK_TOKENS = 65_536
+"""``length_chunks``: at most this many padded tokens per pass (the pass's memory grows with it)."""
+
 MIN_SHARED_PREFIX = 8
 """Prompts share their common first tokens' keys and values when there are at least this many."""
 
@@ -101,19 +107,11 @@ def distraction_scores(
 ) -> DistractionScores:
     """DE(q, p) for each passage, each passage shown alone (Amiraz et al., ACL 2025).
 
-    Passages run ``batch_size`` at a time, right-padded after their shared prefix
-    (``_sequence_logprob_tensor``), so padding changes nothing.
+    The prompts run length-sorted, at most ``batch_size`` at a time (``length_chunks``),
+    right-padded after their shared prefix (``_sequence_logprob_tensor``), so padding changes
+    nothing.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    logprobs: list[float] = []
-    for first in range(0, len(passages), batch_size):
-        chunk = passages[first : first + batch_size]
-        logprobs.extend(_abstain_logprobs(model, tokenizer, question, chunk))
-    return DistractionScores(
-        distraction=[1.0 - math.exp(value) for value in logprobs],
-        abstain_logprob=logprobs,
-    )
+    return score_distraction(model, tokenize_distraction(tokenizer, [(question, passages)]), batch_size=batch_size)[0]
 
 
 @dataclass(frozen=True)
@@ -168,19 +166,25 @@ class PendingDistraction:
 @torch.inference_mode()
 def launch_distraction(model: torch.nn.Module, prompts: DistractionPrompts, *, batch_size: int = 64) -> PendingDistraction:
     """``score_distraction``'s device work, launched; the values are copied back to the host
-    without waiting (``kernels.HostCopy``)."""
+    without waiting (``kernels.HostCopy``).
+
+    The prompts run in ``length_chunks`` of at most ``batch_size``, after their shared prefix;
+    widths are rounded up to ``PAD_MULTIPLE`` on CUDA only (on a CPU every padded token costs
+    its share of the matmuls and there is no kernel planning to spare)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     sequences = prompts.sequences
-    by_length = sorted(range(len(sequences)), key=lambda job: len(sequences[job]))
-    chunks = [by_length[first : first + batch_size] for first in range(0, len(by_length), batch_size)]
+    device = next(model.parameters()).device
+    multiple = PAD_MULTIPLE if device.type == "cuda" else 1
     found = []
-    with batched_attention_kernels(next(model.parameters()).device):
+    with batched_attention_kernels(device):
         prefix = shared_prefix(model, sequences, keep=prompts.answer_length + 1)
+        skipped = 0 if prefix is None else len(prefix.ids)
+        chunks = length_chunks([len(sequence) - skipped for sequence in sequences], max_prompts=batch_size, multiple=multiple)
         for chunk in chunks:
             found.append(
                 _sequence_logprob_tensor(
-                    model, [sequences[job] for job in chunk], prompts.answer_length, pad_multiple=PAD_MULTIPLE, prefix=prefix
+                    model, [sequences[job] for job in chunk], prompts.answer_length, pad_multiple=multiple, prefix=prefix
                 )
             )
     # One copy back to the host for all chunks: each blocking copy makes the host wait.
@@ -202,14 +206,41 @@ def distraction_scores_many(
     return score_distraction(model, tokenize_distraction(tokenizer, queries), batch_size=batch_size)
 
 
-def _abstain_logprobs(model: torch.nn.Module, tokenizer: object, question: str, passages: Sequence[str]) -> list[float]:
-    sequences = []
-    answer: list[int] = []
-    for passage in passages:
-        prompt, answer = distraction_prompt_ids(tokenizer, question, passage)
-        sequences.append(prompt + answer)
-    prefix = shared_prefix(model, sequences, keep=len(answer) + 1)
-    return _sequence_logprob_tensor(model, sequences, len(answer), prefix=prefix).cpu().tolist()
+def length_chunks(
+    lengths: Sequence[int],
+    *,
+    max_prompts: int,
+    multiple: int = 1,
+    ratio: float = LENGTH_RATIO,
+    max_tokens: int = CHUNK_TOKENS,
+) -> list[list[int]]:
+    """The indices of ``lengths``, shortest first, cut into the chunks one right-padded pass
+    each runs: a chunk ends before ``max_prompts`` are exceeded, before a prompt whose padded
+    width (rounded up to ``multiple``) is more than ``ratio`` times the chunk's first, and
+    before the chunk's padded tokens exceed ``max_tokens`` (a longer prompt runs alone).
+
+    Passage lengths vary widely (HotpotQA: 97 to 2,049 tokens after the shared prefix), so
+    fixed-size chunks of sorted prompts padded every chunk to its outliers: 2.05 padded tokens
+    per real one for the 640 prompts of a batch of 64 questions in chunks of 256, 1.27 with
+    this cut (HotpotQA dev 0-1023, widths rounded to 64); one query's ten prompts padded to
+    the longest, 1.79, and 1.08 with this cut (dev 0-299, no rounding).
+    """
+    if max_prompts < 1:
+        raise ValueError(f"max_prompts must be at least 1, got {max_prompts}")
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    first_width = 0
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        width = padded_width(lengths[index], multiple)
+        if current and (len(current) >= max_prompts or width > ratio * first_width or (len(current) + 1) * width > max_tokens):
+            chunks.append(current)
+            current = []
+        if not current:
+            first_width = width
+        current.append(index)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 @dataclass(frozen=True)
