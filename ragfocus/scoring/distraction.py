@@ -9,12 +9,14 @@ with the model told to answer from the passage or reply with a fixed abstain ans
 abstain probability is the probability of the whole abstain answer, teacher-forced after the
 chat template's assistant turn. A passage that answers the question also has a high DE (the
 model answers instead of abstaining); a passage that is irrelevant to the question and still
-has a high DE is a distractor. All passages of a query run as one right-padded batch.
+has a high DE is a distractor. The prompts run length-sorted, in right-padded chunks
+(``length_chunks``).
 
 Every distraction prompt opens with the same tokens (the chat template's system turn and the
-instruction, 54 of a HotpotQA prompt's 233 with the default model). Those run once per batch
-and their keys and values are shared by every prompt (``SharedPrefix``): causal attention makes
-a prefix's keys and values independent of what follows, so only rounding changes.
+instruction, 54 of a HotpotQA prompt's 233 with the default model). On CUDA those run once per
+batch and their keys and values are shared by every prompt (``SharedPrefix``): causal
+attention makes a prefix's keys and values independent of what follows, so only rounding
+changes.
 """
 
 from __future__ import annotations
@@ -168,19 +170,33 @@ def launch_distraction(model: torch.nn.Module, prompts: DistractionPrompts, *, b
     """``score_distraction``'s device work, launched; the values are copied back to the host
     without waiting (``kernels.HostCopy``).
 
-    The prompts run in ``length_chunks`` of at most ``batch_size``, after their shared prefix;
-    widths are rounded up to ``PAD_MULTIPLE`` on CUDA only (on a CPU every padded token costs
-    its share of the matmuls and there is no kernel planning to spare)."""
+    The prompts run length-sorted, at most ``batch_size`` at a time. Measured, the two devices
+    want different things (``docs/gpu.md``, fifth session):
+
+    - On CUDA the prompts' shared prefix runs once (``shared_prefix``; the pass 1.08x on an
+      H100), widths are rounded up to ``PAD_MULTIPLE`` and the chunks are fixed-size. Cutting
+      at longer prompts (``length_chunks``' defaults: 2.3x the passes, 38% fewer padded
+      tokens) made ``rank_many`` 0.85x as fast: the launching thread spent 2.2 s more per
+      1,024 queries, about 34 ms per extra pass.
+    - On a CPU every padded token costs its share of the matmuls and a pass costs nothing
+      extra, so the chunks are cut at longer prompts and widths are not rounded; the shared
+      prefix gave no gain there (its attention takes SDPA's masked path), so it is not used.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     sequences = prompts.sequences
     device = next(model.parameters()).device
-    multiple = PAD_MULTIPLE if device.type == "cuda" else 1
+    cuda = device.type == "cuda"
+    multiple = PAD_MULTIPLE if cuda else 1
     found = []
     with batched_attention_kernels(device):
-        prefix = shared_prefix(model, sequences, keep=prompts.answer_length + 1)
+        prefix = shared_prefix(model, sequences, keep=prompts.answer_length + 1) if cuda else None
         skipped = 0 if prefix is None else len(prefix.ids)
-        chunks = length_chunks([len(sequence) - skipped for sequence in sequences], max_prompts=batch_size, multiple=multiple)
+        lengths = [len(sequence) - skipped for sequence in sequences]
+        if cuda:  # fixed-size chunks of the sorted prompts: fewer passes beat less padding there
+            chunks = length_chunks(lengths, max_prompts=batch_size, multiple=multiple, ratio=math.inf, max_tokens=math.inf)
+        else:
+            chunks = length_chunks(lengths, max_prompts=batch_size)
         for chunk in chunks:
             found.append(
                 _sequence_logprob_tensor(
@@ -212,12 +228,14 @@ def length_chunks(
     max_prompts: int,
     multiple: int = 1,
     ratio: float = LENGTH_RATIO,
-    max_tokens: int = CHUNK_TOKENS,
+    max_tokens: float = CHUNK_TOKENS,
 ) -> list[list[int]]:
     """The indices of ``lengths``, shortest first, cut into the chunks one right-padded pass
     each runs: a chunk ends before ``max_prompts`` are exceeded, before a prompt whose padded
     width (rounded up to ``multiple``) is more than ``ratio`` times the chunk's first, and
     before the chunk's padded tokens exceed ``max_tokens`` (a longer prompt runs alone).
+    With ``ratio`` and ``max_tokens`` infinite the chunks are the sorted prompts,
+    ``max_prompts`` at a time.
 
     Passage lengths vary widely (HotpotQA: 97 to 2,049 tokens after the shared prefix), so
     fixed-size chunks of sorted prompts padded every chunk to its outliers: 2.05 padded tokens
