@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -94,6 +95,8 @@ def test_length_chunks_cut_at_a_longer_prompt_and_bound_prompts_and_tokens() -> 
     # Widths are compared after rounding: with a multiple of 64 the short prompts all share one chunk.
     assert length_chunks([10, 12, 40, 64], max_prompts=8, multiple=64) == [[0, 1, 2, 3]]
     assert length_chunks([], max_prompts=4) == []
+    # With no ratio and no token limit (what CUDA uses): the sorted prompts, max_prompts at a time.
+    assert length_chunks(lengths, max_prompts=4, multiple=64, ratio=math.inf, max_tokens=math.inf) == [[1, 3, 2, 7], [5, 0, 8, 4], [6, 9]]
     with pytest.raises(ValueError, match="max_prompts"):
         length_chunks([1], max_prompts=0)
 

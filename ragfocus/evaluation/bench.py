@@ -7,9 +7,10 @@ On the same model, device and HotpotQA prompts it times, in this order:
    from token ids already on the host, with the model as ``Focuser`` runs it (its RMSNorms
    fused on CUDA: ``ragfocus.engine.fused``) and, when some norms are fused, once more with
    transformers' own norms, the plain ``transformers`` baseline; with distraction on, also a
-   bare forward over every prompt ``Focuser.rank_many`` reads (the ranking prompts and the ten
-   distraction prompts of each question, batched as ``Focuser`` batches them, each prompt run
-   whole), the like-for-like yardstick of a Focuser that runs two passes;
+   bare forward over every prompt ``Focuser.rank_many`` reads (the ranking prompts, then the
+   ten distraction prompts of each question, each prompt run whole, all of them sorted by
+   length and run as many at a time as ``rank_many`` runs per distraction chunk), the
+   like-for-like yardstick of a Focuser that runs two passes;
 2. ``Focuser.rank_many`` from the strings (tokenization, capture, distraction, fusion:
    everything a caller waits for);
 3. optionally ``Focuser.rank`` one query at a time, on the first questions, for the batching
