@@ -109,9 +109,8 @@ def distraction_scores(
 ) -> DistractionScores:
     """DE(q, p) for each passage, each passage shown alone (Amiraz et al., ACL 2025).
 
-    The prompts run length-sorted, at most ``batch_size`` at a time (``length_chunks``),
-    right-padded after their shared prefix (``_sequence_logprob_tensor``), so padding changes
-    nothing.
+    The prompts run length-sorted, at most ``batch_size`` at a time, right-padded (on CUDA
+    after their shared prefix): ``launch_distraction``. Padding changes nothing.
     """
     return score_distraction(model, tokenize_distraction(tokenizer, [(question, passages)]), batch_size=batch_size)[0]
 
