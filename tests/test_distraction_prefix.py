@@ -109,3 +109,22 @@ def test_one_query_scores_equal_with_any_chunking(default_model: LoadedModel) ->
     for index, passage in enumerate(passages):
         alone = distraction_scores(default_model.model, default_model.tokenizer, question.question, [passage])
         assert together.abstain_logprob[index] == pytest.approx(alone.abstain_logprob[0], abs=2e-3)
+
+
+def test_lower_right_causal_attention_equals_masked_attention_with_grouped_heads() -> None:
+    """Each of the n new queries sees every earlier key and the new keys up to itself; two
+    query heads share each key/value head."""
+    from ragfocus.engine.capture import lower_right_causal_attention
+
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 4, 5, 8, generator=generator)
+    key, value = torch.randn(2, 2, 9, 8, generator=generator), torch.randn(2, 2, 9, 8, generator=generator)
+    found = lower_right_causal_attention(query, key, value, scaling=0.3)
+    keys, values = key.repeat_interleave(2, dim=1), value.repeat_interleave(2, dim=1)
+    scores = query @ keys.transpose(-1, -2) * 0.3
+    visible = torch.arange(9)[None, :] <= torch.arange(5)[:, None] + 4
+    expected = (scores.masked_fill(~visible, float("-inf")).softmax(-1) @ values).transpose(1, 2)
+    assert found.shape == (2, 5, 4, 8)
+    assert torch.allclose(found, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="at least as many keys"):
+        lower_right_causal_attention(query, key[:, :, :3], value[:, :, :3], scaling=None)
