@@ -217,9 +217,10 @@ def run_bench(
     bare_forward(loaded.model, token_ids[:warm], batch_size=batch_size)
     focuser.rank_many(requests[:warm], batch_size=batch_size)
     distraction_ids = tokenize_distraction(loaded.tokenizer, requests).sequences if focuser.distraction else []
+    distraction_tokens = sum(map(len, distraction_ids))
     if distraction_ids:
         report.extra["distraction_prompts"] = len(distraction_ids)
-        report.extra["mean_distraction_tokens_per_question"] = sum(map(len, distraction_ids)) / len(questions)
+        report.extra["mean_distraction_tokens_per_question"] = distraction_tokens / len(questions)
         bare_forward(loaded.model, distraction_ids[: warm * 10], batch_size=batch_size * DISTRACTION_BATCH_FACTOR)
 
     def all_prompts() -> None:
@@ -237,7 +238,7 @@ def run_bench(
         if distraction_ids:
             say(f"bare forward over {len(questions)} prompts and their {len(distraction_ids)} distraction prompts{suffix}")
             all_prompt_runs.append(_timed("bare_forward_all_prompts", device, len(questions),
-                                          sum(lengths) + sum(map(len, distraction_ids)), all_prompts))
+                                          sum(lengths) + distraction_tokens, all_prompts))
         say(f"Focuser.rank_many over {len(questions)} questions{suffix}")
         timing = _timed("rank_many", device, len(questions), sum(lengths), lambda: focuser.rank_many(requests, batch_size=batch_size))
         rank_runs.append((timing, dict(focuser.last_batch_seconds)))

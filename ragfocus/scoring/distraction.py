@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import DynamicCache
 
 from ragfocus.engine.append_cache import AppendInPlaceLayer, append_in_place_cache
 from ragfocus.engine.capture import after_cached_prefix
@@ -269,7 +270,7 @@ class SharedPrefix:
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     """Per layer, keys and values: (1, key-value heads, len(ids), head dim)."""
 
-    def cache(self, model: torch.nn.Module, batch: int, width: int) -> object:
+    def cache(self, model: torch.nn.Module, batch: int, width: int) -> DynamicCache:
         """A KV cache holding the prefix for ``batch`` prompts, with room for ``width`` more
         positions each."""
         cache = append_in_place_cache(model.config, len(self.ids) + width)
