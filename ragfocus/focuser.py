@@ -74,10 +74,6 @@ DEFAULT_BATCH_SIZE = 32
 _PREPARE_AHEAD = 3
 """Batches the preparation processes tokenize ahead of the one being fused (bounds memory)."""
 
-DISTRACTION_BATCH_FACTOR = 4
-"""``rank_many`` runs a batch's distraction prompts (one per passage, each a few hundred tokens)
-this many ranking-batch sizes at a time."""
-
 PREPARATION_PROCESSES = 3
 """Child processes that split each batch's tokenizing on a GPU (``host_process``), at most one
 fewer than this machine's CPUs: one child tokenized a batch of 64 HotpotQA prompts in about
@@ -527,7 +523,8 @@ class Focuser:
             found: list[DistractionScores | None] | Callable[[], list[DistractionScores | None]] = [None] * len(batch.together)
             if self.distraction:
                 distraction = batch.distraction or tokenize_distraction(self.loaded.tokenizer, list(zip(batch.queries, batch.texts)))
-                found = launch_distraction(self.loaded.model, distraction, batch_size=len(batch.together) * DISTRACTION_BATCH_FACTOR).result
+                # All of a batch's prompts in as few passes as ``PACKED_TOKENS`` allows.
+                found = launch_distraction(self.loaded.model, distraction, batch_size=max(1, len(distraction.sequences))).result
         except Exception as error:  # noqa: BLE001 - handed to _finish_many
             return _DeviceRead([], [], error, time.perf_counter() - started)
         ended = time.perf_counter()

@@ -35,6 +35,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from ragfocus.engine.append_cache import append_in_place_cache
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width, to_device
 from ragfocus.engine.packing import continue_prefixes, pack_suffixes
+from ragfocus.engine.varlen import active_packed_row, packed_causal_attention
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +116,22 @@ def register_capture_attention() -> None:
             _registered = True
 
 
+def require_capture_attention(model: torch.nn.Module) -> None:
+    """Raise unless ``model`` runs the registered attention (``load_model`` loads it so): the
+    paths that pass no real mask (``after_cached_prefix``, ``varlen.packed_prompts``) are only
+    exact through it."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation != CAPTURE_IMPLEMENTATION:
+        raise ValueError(
+            f"the model runs attention implementation {implementation!r}; packed prompts need {CAPTURE_IMPLEMENTATION!r}: "
+            "load it with ragfocus.models.load_model, or call model.set_attn_implementation after register_capture_attention()"
+        )
+
+
 def _capture_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
-    """SDPA's mask builder, skipped while ``after_cached_prefix`` is active."""
-    if _AFTER_CACHED_PREFIX.get() and _ACTIVE.get() is None:
+    """SDPA's mask builder, skipped while ``after_cached_prefix`` or
+    ``ragfocus.engine.varlen.packed_prompts`` is active."""
+    if (_AFTER_CACHED_PREFIX.get() or active_packed_row() is not None) and _ACTIVE.get() is None:
         return None
     return sdpa_mask(*args, **kwargs)
 
@@ -145,6 +159,11 @@ def _capturing_attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     session = _ACTIVE.get()
     if session is None:
+        packed = active_packed_row()
+        if packed is not None:
+            if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
+                raise ValueError("packed_prompts supports plain causal attention only (no softcap, no sliding window)")
+            return packed_causal_attention(query, key, value, packed, layer=int(module.layer_idx), scaling=kwargs.get("scaling")), None
         if _AFTER_CACHED_PREFIX.get():
             if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
                 raise ValueError("after_cached_prefix supports plain causal attention only (no softcap, no sliding window)")

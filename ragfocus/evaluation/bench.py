@@ -7,10 +7,10 @@ On the same model, device and HotpotQA prompts it times, in this order:
    from token ids already on the host, with the model as ``Focuser`` runs it (its RMSNorms
    fused on CUDA: ``ragfocus.engine.fused``) and, when some norms are fused, once more with
    transformers' own norms, the plain ``transformers`` baseline; with distraction on, also a
-   bare forward over every prompt ``Focuser.rank_many`` reads (the ranking prompts, then the
-   ten distraction prompts of each question, each prompt run whole, all of them sorted by
-   length and run as many at a time as ``rank_many`` runs per distraction chunk), the
-   like-for-like yardstick of a Focuser that runs two passes;
+   bare forward over every prompt ``Focuser.rank_many`` reads (the ranking prompts as above,
+   then the ten distraction prompts of each question, each prompt run whole, packed end to end
+   without padding as ``rank_many`` packs them: ``packed_forward``), the like-for-like
+   yardstick of a Focuser that runs two passes;
 2. ``Focuser.rank_many`` from the strings (tokenization, capture, distraction, fusion:
    everything a caller waits for);
 3. optionally ``Focuser.rank`` one query at a time, on the first questions, for the batching
@@ -36,12 +36,14 @@ from typing import Any
 
 import torch
 
+from ragfocus.engine.capture import require_capture_attention
 from ragfocus.engine.fused import fused_norm_count, unfused_norms
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width
+from ragfocus.engine.varlen import UNUSED_MASK, packed_positions, packed_prompts, packed_row
 from ragfocus.evaluation.datasets import HotpotQuestion
-from ragfocus.focuser import DISTRACTION_BATCH_FACTOR, Focuser
+from ragfocus.focuser import Focuser
 from ragfocus.prompt import build_prompt
-from ragfocus.scoring.distraction import tokenize_distraction
+from ragfocus.scoring.distraction import PACKED_TOKENS, packed_chunks, tokenize_distraction
 
 logger = logging.getLogger(__name__)
 
@@ -221,11 +223,11 @@ def run_bench(
     if distraction_ids:
         report.extra["distraction_prompts"] = len(distraction_ids)
         report.extra["mean_distraction_tokens_per_question"] = distraction_tokens / len(questions)
-        bare_forward(loaded.model, distraction_ids[: warm * 10], batch_size=batch_size * DISTRACTION_BATCH_FACTOR)
+        packed_forward(loaded.model, distraction_ids[: warm * 10])
 
     def all_prompts() -> None:
         bare_forward(loaded.model, token_ids, batch_size=batch_size)
-        bare_forward(loaded.model, distraction_ids, batch_size=batch_size * DISTRACTION_BATCH_FACTOR)
+        packed_forward(loaded.model, distraction_ids)
 
     bare_runs: list[PhaseTiming] = []
     all_prompt_runs: list[PhaseTiming] = []
@@ -294,6 +296,23 @@ def bare_forward(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, 
         # needed (as in Focuser.rank_many's prefix pass); the pads' own outputs are discarded.
         with batched_attention_kernels(device):
             model.base_model(input_ids=ids.to(device), use_cache=False)
+
+
+@torch.inference_mode()
+def packed_forward(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, max_tokens: int = PACKED_TOKENS) -> None:
+    """The model's plain forward (no cache, no attention output, no LM head) over ``token_ids``
+    packed end to end, at most ``max_tokens`` a pass, each prompt attending only to itself
+    (``ragfocus.engine.varlen``): no padding is computed. The model must run ragfocus's
+    registered attention, as a ``Focuser``'s does."""
+    require_capture_attention(model)
+    device = next(model.parameters()).device
+    for chunk in packed_chunks([len(ids) for ids in token_ids], max_prompts=max(1, len(token_ids)), max_tokens=max_tokens):
+        row = packed_row([len(token_ids[index]) for index in chunk], device)
+        ids = torch.tensor([token for index in chunk for token in token_ids[index]], dtype=torch.long)[None, :]
+        with batched_attention_kernels(device), packed_prompts(row):
+            model.base_model(
+                input_ids=ids.to(device), position_ids=packed_positions(row).to(device), attention_mask=UNUSED_MASK, use_cache=False
+            )
 
 
 def _median(runs: Sequence[PhaseTiming]) -> PhaseTiming:

@@ -29,8 +29,9 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from ragfocus.engine.append_cache import AppendInPlaceLayer, append_in_place_cache
-from ragfocus.engine.capture import after_cached_prefix
+from ragfocus.engine.capture import CAPTURE_IMPLEMENTATION, after_cached_prefix, require_capture_attention
 from ragfocus.engine.kernels import PAD_MULTIPLE, HostCopy, batched_attention_kernels, padded_width, to_device
+from ragfocus.engine.varlen import UNUSED_MASK, packed_positions, packed_prompts, packed_row
 from ragfocus.tokens import encode_batch
 
 LENGTH_RATIO = 1.3
@@ -38,6 +39,9 @@ LENGTH_RATIO = 1.3
 
 CHUNK_TOKENS = 65_536
 """``length_chunks``: at most this many padded tokens per pass (the pass's memory grows with it)."""
+
+PACKED_TOKENS = 131_072
+"""A packed pass (``packed_chunks``) holds at most this many tokens (its memory grows with them)."""
 
 MIN_SHARED_PREFIX = 8
 """Prompts share their common first tokens' keys and values when there are at least this many."""
@@ -166,43 +170,54 @@ class PendingDistraction:
 
 
 @torch.inference_mode()
-def launch_distraction(model: torch.nn.Module, prompts: DistractionPrompts, *, batch_size: int = 64) -> PendingDistraction:
+def launch_distraction(
+    model: torch.nn.Module, prompts: DistractionPrompts, *, batch_size: int = 64, packed: bool | None = None
+) -> PendingDistraction:
     """``score_distraction``'s device work, launched; the values are copied back to the host
     without waiting (``kernels.HostCopy``).
 
-    The prompts run length-sorted, at most ``batch_size`` at a time. Measured, the two devices
-    want different things (``docs/gpu.md``, fifth session):
+    At most ``batch_size`` prompts run at a time. Measured, the two devices want different
+    things (``docs/gpu.md``, fifth and sixth sessions):
 
-    - On CUDA the prompts' shared prefix runs once (``shared_prefix``; the pass 1.08x on an
-      H100), widths are rounded up to ``PAD_MULTIPLE`` and the chunks are fixed-size. Cutting
-      at longer prompts (``length_chunks``' defaults: 2.3x the passes, 38% fewer padded
-      tokens) made ``rank_many`` 0.85x as fast: the launching thread spent 2.2 s more per
-      1,024 queries, about 34 ms per extra pass.
-    - On a CPU every padded token costs its share of the matmuls and a pass costs nothing
-      extra, so the chunks are cut at longer prompts and widths are not rounded; the shared
-      prefix gave no gain there (its attention takes SDPA's masked path), so it is not used.
+    - On CUDA (``packed=None``) the prompts run packed end to end (``_packed_logprob_tensor``,
+      at most ``PACKED_TOKENS`` a pass) after their shared prefix, run once
+      (``shared_prefix``): the pass 1.53x the padded chunks with the shared prefix on an H100,
+      ``rank_many`` 1.15-1.23x. Before, fixed-size chunks of the sorted prompts were padded
+      to a multiple of ``PAD_MULTIPLE`` (1.47 padded tokens per real one); cutting them at
+      longer prompts cost more host time per pass than it saved.
+    - On a CPU the chunks of sorted prompts are cut at longer prompts (``length_chunks``)
+      and widths are not rounded; neither the shared prefix nor packing paid there
+      (``rank_many`` 0.95x packed, one query's ``rank`` 1.06x).
+
+    ``packed=True`` packs on any device (one SDPA call per prompt off CUDA); a model that
+    cannot pack (``can_pack``) runs the padded chunks.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     sequences = prompts.sequences
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
+    packed = (cuda if packed is None else packed) and can_pack(model)
     multiple = PAD_MULTIPLE if cuda else 1
     found = []
     with batched_attention_kernels(device):
         prefix = shared_prefix(model, sequences, keep=prompts.answer_length + 1) if cuda else None
         skipped = 0 if prefix is None else len(prefix.ids)
         lengths = [len(sequence) - skipped for sequence in sequences]
-        if cuda:  # fixed-size chunks of the sorted prompts: fewer passes beat less padding there
+        if packed:
+            chunks = packed_chunks(lengths, max_prompts=batch_size)
+        elif cuda:  # fixed-size chunks of the sorted prompts: fewer passes beat less padding there
             chunks = length_chunks(lengths, max_prompts=batch_size, multiple=multiple, ratio=math.inf, max_tokens=math.inf)
         else:
             chunks = length_chunks(lengths, max_prompts=batch_size)
         for chunk in chunks:
-            found.append(
-                _sequence_logprob_tensor(
-                    model, [sequences[job] for job in chunk], prompts.answer_length, pad_multiple=multiple, prefix=prefix
+            chunk_sequences = [sequences[job] for job in chunk]
+            if packed:
+                found.append(_packed_logprob_tensor(model, chunk_sequences, prompts.answer_length, prefix=prefix))
+            else:
+                found.append(
+                    _sequence_logprob_tensor(model, chunk_sequences, prompts.answer_length, pad_multiple=multiple, prefix=prefix)
                 )
-            )
     # One copy back to the host for all chunks: each blocking copy makes the host wait.
     copy = HostCopy(torch.cat(found)) if found else None
     return PendingDistraction(copy, [job for chunk in chunks for job in chunk], list(prompts.passages))
@@ -358,6 +373,73 @@ def _sequence_logprob_tensor(
     logits = _float32_logits(model.get_output_embeddings(), picked)
     chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
     return chosen.sum(dim=1).double()
+
+
+def _packed_logprob_tensor(
+    model: torch.nn.Module,
+    sequences: Sequence[list[int]],
+    answer_length: int,
+    *,
+    prefix: SharedPrefix | None = None,
+) -> torch.Tensor:
+    """``_sequence_logprob_tensor`` with the sequences packed end to end in one row instead of
+    right-padded (``ragfocus.engine.varlen``): no pad is computed. Each sequence keeps its own
+    positions and attends only to itself (and to the ``prefix``'s cached keys and values)."""
+    require_capture_attention(model)
+    device = next(model.parameters()).device
+    skipped = 0 if prefix is None else len(prefix.ids)
+    if prefix is not None and any(sequence[:skipped] != prefix.ids for sequence in sequences):
+        raise ValueError("every sequence must start with the shared prefix's ids")
+    lengths = [len(sequence) - skipped for sequence in sequences]
+    if min(lengths) <= answer_length:
+        raise ValueError(f"every sequence needs a prompt before its {answer_length} answer tokens, after the shared prefix")
+    row = packed_row(lengths, device, prefix=None if prefix is None else prefix.layers)
+    ids = torch.tensor([token for sequence in sequences for token in sequence[skipped:]])[None, :]
+    ends = torch.tensor(lengths).cumsum(0)
+    # Per sequence, the row positions whose next-token logits score the answer tokens.
+    predicting = ends[:, None] - answer_length - 1 + torch.arange(answer_length)[None, :]
+    targets = ids[0, predicting + 1]
+    ids, predicting, targets, positions = (
+        to_device(tensor, device) for tensor in (ids, predicting, targets, packed_positions(row))
+    )
+    with packed_prompts(row):
+        hidden = model.base_model(
+            input_ids=ids, position_ids=positions, attention_mask=UNUSED_MASK, use_cache=False
+        ).last_hidden_state
+    picked = hidden[0, predicting]
+    logits = _float32_logits(model.get_output_embeddings(), picked)
+    chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
+    return chosen.sum(dim=1).double()
+
+
+def can_pack(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s prompts can run packed: it runs ragfocus's registered attention
+    with plain causal attention in every layer (no sliding window, no logit softcap)."""
+    config = model.config
+    return (
+        getattr(config, "_attn_implementation", None) == CAPTURE_IMPLEMENTATION
+        and not getattr(config, "sliding_window", None)
+        and not getattr(config, "attn_logit_softcapping", None)
+    )
+
+
+def packed_chunks(lengths: Sequence[int], *, max_prompts: int, max_tokens: int = PACKED_TOKENS) -> list[list[int]]:
+    """The indices of ``lengths``, in order, cut into packed passes of at most ``max_prompts``
+    prompts and ``max_tokens`` tokens (a longer prompt runs alone)."""
+    if max_prompts < 1:
+        raise ValueError(f"max_prompts must be at least 1, got {max_prompts}")
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for index, length in enumerate(lengths):
+        if current and (len(current) >= max_prompts or tokens + length > max_tokens):
+            chunks.append(current)
+            current, tokens = [], 0
+        current.append(index)
+        tokens += length
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _float32_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,190 @@
+"""Causal attention over prompts packed end to end in one row, with no padding.
+
+A batch of prompts of different lengths right-padded to its longest spends the matmuls of
+every pad: the distraction prompts of a batch of HotpotQA questions, length-sorted in chunks
+of 256, ran 2.05 padded tokens per real one (``ragfocus.scoring.distraction.length_chunks``).
+Packed end to end into a single row, each prompt with its own positions, a pass computes only
+real tokens; attention is kept inside each prompt by variable-length ("varlen") attention
+over cumulative offsets, as FlashAttention-2 does (Dao, "FlashAttention-2: Faster Attention
+with Better Parallelism and Work Partitioning", ICLR 2024). Every prompt may continue the
+same cached prefix (``PackedRow.prefix``): its keys and values are laid in front of each
+prompt's own, and the prompt attends to them and, causally, to itself.
+
+On CUDA in half precision the varlen flash kernel runs (``torch.ops.aten._flash_attention_forward``,
+the op behind ``torch.nn.attention.varlen``); elsewhere each prompt gets one SDPA call, the
+same arithmetic, so a CPU runs and tests this path too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+from torch.nn.attention.bias import causal_lower_right
+
+from ragfocus.engine.kernels import to_device
+
+_FLASH_DTYPES = (torch.float16, torch.bfloat16)
+_FLASH_MAX_HEAD_DIM = 256
+
+
+@dataclass(frozen=True)
+class PackedRow:
+    """Where each prompt lies in a packed row (``packed_row``) and, if they all continue one,
+    the cached prefix they continue."""
+
+    lengths: list[int]
+    """Per prompt, its tokens in the row."""
+    tokens: int
+    """The row's tokens, ``sum(lengths)``."""
+    prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
+    """Per layer, the shared prefix's keys and values, (1, key-value heads, prefix, dim)."""
+    query_offsets: torch.Tensor
+    """int32 (prompts + 1,) on the device: where each prompt starts among the queries."""
+    key_offsets: torch.Tensor
+    """int32 (prompts + 1,): where each prompt's keys start once the prefix is laid before each."""
+    key_index: torch.Tensor | None
+    """With a prefix, (keys,): for each key position, its index in ``cat(prefix, row)``."""
+
+    @property
+    def prefix_length(self) -> int:
+        return 0 if self.prefix is None else int(self.prefix[0][0].shape[-2])
+
+
+def packed_row(
+    lengths: Sequence[int],
+    device: torch.device,
+    *,
+    prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> PackedRow:
+    """The offsets of prompts of ``lengths`` tokens packed end to end, each after ``prefix``
+    (per layer, keys and values of shape (1, key-value heads, prefix, dim)) if given."""
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"a packed row needs at least one prompt and every prompt at least one token, got lengths {list(lengths)[:8]}")
+    if prefix is not None and not prefix:
+        raise ValueError("prefix must hold keys and values for every layer, got none")
+    skipped = 0 if prefix is None else int(prefix[0][0].shape[-2])
+    query_offsets = [0]
+    key_offsets = [0]
+    for length in lengths:
+        query_offsets.append(query_offsets[-1] + length)
+        key_offsets.append(key_offsets[-1] + skipped + length)
+    key_index = None
+    if prefix is not None:
+        # cat(prefix, row): positions 0..skipped-1 are the prefix, the row follows.
+        parts = []
+        for start, length in zip(query_offsets, lengths):
+            parts.append(torch.arange(skipped))
+            parts.append(torch.arange(skipped + start, skipped + start + length))
+        key_index = to_device(torch.cat(parts), device)
+    return PackedRow(
+        lengths=list(lengths),
+        tokens=query_offsets[-1],
+        prefix=prefix,
+        query_offsets=to_device(torch.tensor(query_offsets, dtype=torch.int32), device),
+        key_offsets=to_device(torch.tensor(key_offsets, dtype=torch.int32), device),
+        key_index=key_index,
+    )
+
+
+def packed_positions(row: PackedRow) -> torch.Tensor:
+    """Position ids of a packed row, (1, tokens): each prompt counts from the prefix's end."""
+    skipped = row.prefix_length
+    return torch.cat([torch.arange(skipped, skipped + length) for length in row.lengths])[None, :]
+
+
+UNUSED_MASK = torch.ones((1, 1, 1, 1), dtype=torch.bool)
+"""The ``attention_mask`` to pass with a packed row: transformers hands a 4-D mask to the
+attention as it is, without building one or inspecting the position ids (its check for packed
+position ids makes the host wait for the GPU), and ``packed_causal_attention`` ignores it."""
+
+_PACKED: ContextVar[PackedRow | None] = ContextVar("ragfocus_packed_row", default=None)
+
+
+@contextmanager
+def packed_prompts(row: PackedRow) -> Iterator[None]:
+    """While active in this thread, the registered attention (``ragfocus.engine.capture``)
+    treats its single batch row as ``row``'s packed prompts (``packed_causal_attention``) and
+    no attention mask is built."""
+    token = _PACKED.set(row)
+    try:
+        yield
+    finally:
+        _PACKED.reset(token)
+
+
+def active_packed_row() -> PackedRow | None:
+    """The ``PackedRow`` of the enclosing ``packed_prompts``, if any."""
+    return _PACKED.get()
+
+
+def packed_causal_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    row: PackedRow,
+    *,
+    layer: int,
+    scaling: float | None,
+) -> torch.Tensor:
+    """Causal attention within each prompt of a packed row: ``query`` (1, heads, tokens, dim),
+    ``key`` and ``value`` (1, key-value heads, tokens, dim), post-RoPE; each prompt also sees
+    the whole shared prefix, if any. Returns (1, tokens, heads, dim) as transformers'
+    attention functions do."""
+    if query.shape[0] != 1 or query.shape[-2] != row.tokens:
+        raise ValueError(f"a packed row is one batch row of {row.tokens} tokens, got queries of shape {tuple(query.shape)}")
+    keys, values = key[0], value[0]
+    if row.prefix is not None:
+        prefix_keys, prefix_values = row.prefix[layer]
+        keys = torch.cat([prefix_keys[0], keys], dim=1).index_select(1, row.key_index)  # type: ignore[arg-type]
+        values = torch.cat([prefix_values[0], values], dim=1).index_select(1, row.key_index)  # type: ignore[arg-type]
+    if _flash_varlen_runs(query):
+        return _flash_varlen(query[0], keys, values, row, scaling=scaling)[None]
+    return _per_prompt_attention(query[0], keys, values, row, scaling=scaling)[None]
+
+
+def _flash_varlen_runs(query: torch.Tensor) -> bool:
+    return query.is_cuda and query.dtype in _FLASH_DTYPES and query.shape[-1] <= _FLASH_MAX_HEAD_DIM
+
+
+def _flash_varlen(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, row: PackedRow, *, scaling: float | None) -> torch.Tensor:
+    """FlashAttention's varlen kernel; causal is aligned to the lower right, so a prompt's
+    queries see the prefix before them. Grouped-query heads go in as they are."""
+    skipped = row.prefix_length
+    longest = max(row.lengths)
+    output = torch.ops.aten._flash_attention_forward(
+        query.transpose(0, 1),
+        keys.transpose(0, 1),
+        values.transpose(0, 1),
+        row.query_offsets,
+        row.key_offsets,
+        longest,
+        longest + skipped,
+        0.0,
+        True,
+        False,
+        scale=scaling,
+    )[0]
+    return output
+
+
+def _per_prompt_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, row: PackedRow, *, scaling: float | None) -> torch.Tensor:
+    """One SDPA call per prompt, (tokens, heads, dim): the reference the flash kernel matches."""
+    skipped = row.prefix_length
+    outputs = []
+    query_start = key_start = 0
+    for length in row.lengths:
+        q = query[:, query_start : query_start + length]
+        k = keys[:, key_start : key_start + skipped + length]
+        v = values[:, key_start : key_start + skipped + length]
+        mask = causal_lower_right(length, skipped + length) if skipped else None
+        output = torch.nn.functional.scaled_dot_product_attention(
+            q[None], k[None], v[None], attn_mask=mask, is_causal=not skipped, scale=scaling, enable_gqa=q.shape[0] != k.shape[0]
+        )
+        outputs.append(output[0].transpose(0, 1))
+        query_start += length
+        key_start += skipped + length
+    return torch.cat(outputs)
