@@ -39,7 +39,7 @@ import torch
 from ragfocus.engine.capture import require_capture_attention
 from ragfocus.engine.fused import fused_norm_count, unfused_norms
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width
-from ragfocus.engine.varlen import UNUSED_MASK, packed_positions, packed_prompts, packed_row
+from ragfocus.engine.varlen import UNUSED_MASK, packed_ids, packed_positions, packed_prompts, packed_row
 from ragfocus.evaluation.datasets import HotpotQuestion
 from ragfocus.focuser import Focuser
 from ragfocus.prompt import build_prompt
@@ -308,7 +308,7 @@ def packed_forward(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *
     device = next(model.parameters()).device
     for chunk in packed_chunks([len(ids) for ids in token_ids], max_prompts=max(1, len(token_ids)), max_tokens=max_tokens):
         row = packed_row([len(token_ids[index]) for index in chunk], device)
-        ids = torch.tensor([token for index in chunk for token in token_ids[index]], dtype=torch.long)[None, :]
+        ids = packed_ids([token_ids[index] for index in chunk])
         with batched_attention_kernels(device), packed_prompts(row):
             model.base_model(
                 input_ids=ids.to(device), position_ids=packed_positions(row).to(device), attention_mask=UNUSED_MASK, use_cache=False

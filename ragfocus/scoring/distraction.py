@@ -31,7 +31,7 @@ from transformers.cache_utils import DynamicCache
 from ragfocus.engine.append_cache import AppendInPlaceLayer, append_in_place_cache
 from ragfocus.engine.capture import CAPTURE_IMPLEMENTATION, after_cached_prefix, require_capture_attention
 from ragfocus.engine.kernels import PAD_MULTIPLE, HostCopy, batched_attention_kernels, padded_width, to_device
-from ragfocus.engine.varlen import UNUSED_MASK, packed_positions, packed_prompts, packed_row
+from ragfocus.engine.varlen import UNUSED_MASK, packed_ids, packed_positions, packed_prompts, packed_row
 from ragfocus.tokens import encode_batch
 
 LENGTH_RATIO = 1.3
@@ -394,7 +394,7 @@ def _packed_logprob_tensor(
     if min(lengths) <= answer_length:
         raise ValueError(f"every sequence needs a prompt before its {answer_length} answer tokens, after the shared prefix")
     row = packed_row(lengths, device, prefix=None if prefix is None else prefix.layers)
-    ids = torch.tensor([token for sequence in sequences for token in sequence[skipped:]])[None, :]
+    ids = packed_ids(sequences, skip=skipped)
     ends = torch.tensor(lengths).cumsum(0)
     # Per sequence, the row positions whose next-token logits score the answer tokens.
     predicting = ends[:, None] - answer_length - 1 + torch.arange(answer_length)[None, :]
