@@ -297,8 +297,9 @@ class Focuser:
 
         Inputs that fit one prompt are sorted by length and scored ``batch_size`` at a time:
         their prompts run as one padded forward pass, their calibration suffixes as a second
-        one over the prefix cache, and their distraction prompts as length-sorted batches
-        (``AttentionEngine.suffix_attention_batch``). Inputs past one prompt (windows) are
+        one over the prefix cache (``AttentionEngine.suffix_attention_batch``), and their
+        distraction prompts packed end to end on CUDA, in length-sorted chunks on a CPU
+        (``scoring.distraction.launch_distraction``). Inputs past one prompt (windows) are
         scored one at a time. The rankings equal ``rank``'s up to floating-point rounding.
 
         ``errors="raise"`` raises the first bad input's error (``TypeError``/``ValueError`` as
