@@ -160,13 +160,11 @@ def _capturing_attention(
     session = _ACTIVE.get()
     if session is None:
         packed = active_packed_row()
-        if packed is not None:
+        if packed is not None or _AFTER_CACHED_PREFIX.get():
             if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
-                raise ValueError("packed_prompts supports plain causal attention only (no softcap, no sliding window)")
-            return packed_causal_attention(query, key, value, packed, layer=int(module.layer_idx), scaling=kwargs.get("scaling")), None
-        if _AFTER_CACHED_PREFIX.get():
-            if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
-                raise ValueError("after_cached_prefix supports plain causal attention only (no softcap, no sliding window)")
+                raise ValueError("packed_prompts and after_cached_prefix support plain causal attention only (no softcap, no sliding window)")
+            if packed is not None:
+                return packed_causal_attention(query, key, value, packed, layer=int(module.layer_idx), scaling=kwargs.get("scaling")), None
             return lower_right_causal_attention(query, key, value, scaling=kwargs.get("scaling")), None
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     layer = int(module.layer_idx)

@@ -42,6 +42,8 @@ class PackedRow:
     """Per prompt, its tokens in the row."""
     tokens: int
     """The row's tokens, ``sum(lengths)``."""
+    longest: int
+    """The longest prompt's tokens, ``max(lengths)``."""
     prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
     """Per layer, the shared prefix's keys and values, (1, key-value heads, prefix, dim)."""
     query_offsets: torch.Tensor
@@ -85,6 +87,7 @@ def packed_row(
     return PackedRow(
         lengths=list(lengths),
         tokens=query_offsets[-1],
+        longest=max(lengths),
         prefix=prefix,
         query_offsets=to_device(torch.tensor(query_offsets, dtype=torch.int32), device),
         key_offsets=to_device(torch.tensor(key_offsets, dtype=torch.int32), device),
@@ -164,8 +167,7 @@ def _flash_varlen_runs(query: torch.Tensor) -> bool:
 def _flash_varlen(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, row: PackedRow, *, scaling: float | None) -> torch.Tensor:
     """FlashAttention's varlen kernel; causal is aligned to the lower right, so a prompt's
     queries see the prefix before them. Grouped-query heads go in as they are."""
-    skipped = row.prefix_length
-    longest = max(row.lengths)
+    skipped, longest = row.prefix_length, row.longest
     output = torch.ops.aten._flash_attention_forward(
         query.transpose(0, 1),
         keys.transpose(0, 1),

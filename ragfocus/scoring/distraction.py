@@ -9,7 +9,8 @@ with the model told to answer from the passage or reply with a fixed abstain ans
 abstain probability is the probability of the whole abstain answer, teacher-forced after the
 chat template's assistant turn. A passage that answers the question also has a high DE (the
 model answers instead of abstaining); a passage that is irrelevant to the question and still
-has a high DE is a distractor. The prompts run length-sorted, in right-padded chunks
+has a high DE is a distractor. On CUDA the prompts run packed end to end, with no padding
+(``ragfocus.engine.varlen``); elsewhere length-sorted, in right-padded chunks
 (``length_chunks``).
 
 Every distraction prompt opens with the same tokens (the chat template's system turn and the
@@ -114,8 +115,8 @@ def distraction_scores(
 ) -> DistractionScores:
     """DE(q, p) for each passage, each passage shown alone (Amiraz et al., ACL 2025).
 
-    The prompts run length-sorted, at most ``batch_size`` at a time, right-padded (on CUDA
-    after their shared prefix): ``launch_distraction``. Padding changes nothing.
+    At most ``batch_size`` prompts run at a time, packed on CUDA after their shared prefix,
+    right-padded elsewhere: ``launch_distraction``. Neither changes a score.
     """
     return score_distraction(model, tokenize_distraction(tokenizer, [(question, passages)]), batch_size=batch_size)[0]
 
@@ -348,9 +349,7 @@ def _sequence_logprob_tensor(
     and values.
     """
     device = next(model.parameters()).device
-    skipped = 0 if prefix is None else len(prefix.ids)
-    if prefix is not None and any(sequence[:skipped] != prefix.ids for sequence in sequences):
-        raise ValueError("every sequence must start with the shared prefix's ids")
+    skipped = _prefix_length(sequences, prefix)
     sequences = [sequence[skipped:] for sequence in sequences]
     width = padded_width(max(len(sequence) for sequence in sequences), pad_multiple)
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
@@ -370,9 +369,7 @@ def _sequence_logprob_tensor(
         with after_cached_prefix():
             hidden = model.base_model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True).last_hidden_state
     picked = hidden.gather(1, predicting[..., None].expand(-1, -1, hidden.shape[-1]))
-    logits = _float32_logits(model.get_output_embeddings(), picked)
-    chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
-    return chosen.sum(dim=1).double()
+    return _answer_logprobs(model, picked, targets)
 
 
 def _packed_logprob_tensor(
@@ -387,9 +384,7 @@ def _packed_logprob_tensor(
     positions and attends only to itself (and to the ``prefix``'s cached keys and values)."""
     require_capture_attention(model)
     device = next(model.parameters()).device
-    skipped = 0 if prefix is None else len(prefix.ids)
-    if prefix is not None and any(sequence[:skipped] != prefix.ids for sequence in sequences):
-        raise ValueError("every sequence must start with the shared prefix's ids")
+    skipped = _prefix_length(sequences, prefix)
     lengths = [len(sequence) - skipped for sequence in sequences]
     if min(lengths) <= answer_length:
         raise ValueError(f"every sequence needs a prompt before its {answer_length} answer tokens, after the shared prefix")
@@ -407,9 +402,7 @@ def _packed_logprob_tensor(
             input_ids=ids, position_ids=positions, attention_mask=UNUSED_MASK, use_cache=False
         ).last_hidden_state
     picked = hidden[0, predicting]
-    logits = _float32_logits(model.get_output_embeddings(), picked)
-    chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
-    return chosen.sum(dim=1).double()
+    return _answer_logprobs(model, picked, targets)
 
 
 def can_pack(model: torch.nn.Module) -> bool:
@@ -440,6 +433,25 @@ def packed_chunks(lengths: Sequence[int], *, max_prompts: int, max_tokens: int =
     if current:
         chunks.append(current)
     return chunks
+
+
+def _prefix_length(sequences: Sequence[list[int]], prefix: SharedPrefix | None) -> int:
+    """How many first tokens of every sequence ``prefix`` covers (0 without one); raises if a
+    sequence does not start with its ids."""
+    if prefix is None:
+        return 0
+    skipped = len(prefix.ids)
+    if any(sequence[:skipped] != prefix.ids for sequence in sequences):
+        raise ValueError("every sequence must start with the shared prefix's ids")
+    return skipped
+
+
+def _answer_logprobs(model: torch.nn.Module, picked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log P of each sequence's answer, float64 (sequences,), from the hidden states that
+    predict its tokens (sequences, answer length, hidden) and the tokens (sequences, answer length)."""
+    logits = _float32_logits(model.get_output_embeddings(), picked)
+    chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
+    return chosen.sum(dim=1).double()
 
 
 def _float32_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
