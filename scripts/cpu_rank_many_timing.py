@@ -1,10 +1,14 @@
 """CPU: the default Focuser's rank_many over validation questions 3000-3015 (batch 8, after a
 warm-up batch); prints one JSON line: seconds and each question's top 2.
 
-    .venv/bin/python scripts/cpu_rank_many_timing.py TAG
+    .venv/bin/python scripts/cpu_rank_many_timing.py TAG [--packed-capture]
+
+``--packed-capture`` runs the capture as one packed row (``suffix_attention_batch(packed=True)``,
+the CUDA default) instead of the CPU's default two passes.
 
 Run code versions alternately on one machine to compare them (docs/benchmarks.md).
 """
+import functools
 import json
 import sys
 import time
@@ -17,6 +21,8 @@ from ragfocus.evaluation.datasets import hotpotqa
 torch.set_num_threads(2)
 requests = [(q.question, q.paragraphs) for q in hotpotqa(3000, 16)]
 focuser = Focuser(device="cpu")
+if "--packed-capture" in sys.argv[2:]:
+    focuser.engine.suffix_attention_batch = functools.partial(focuser.engine.suffix_attention_batch, packed=True)  # type: ignore[method-assign]
 focuser.rank_many(requests[:2], batch_size=8)  # warm-up
 started = time.perf_counter()
 ranked = focuser.rank_many(requests, batch_size=8)

@@ -57,9 +57,34 @@ def test_batched_capture_equals_one_prompt_capture(default_focuser: Focuser, dev
             torch.testing.assert_close(together, single.mean(dim=1), atol=2e-5, rtol=1e-4)
 
 
-def test_packed_suffixes_capture_equals_separate_suffixes(tiny_model: LoadedModel) -> None:
+def test_one_packed_row_equals_the_two_pass_capture_on_the_default_model(default_focuser: Focuser, dev_questions) -> None:
+    """The capture CUDA runs by default (every prompt and its query, calibration and sorting
+    suffixes packed end to end in one row, no cache) reads the same attention as the two
+    passes over a padded cache, for the heads the default Focuser reads, on HotpotQA dev
+    prompts of different lengths."""
+    engine = default_focuser.engine
+    prompts = [build_prompt(default_focuser.loaded.tokenizer, q.question, q.paragraphs[:5]) for q in dev_questions[:4]]
+    assert len({len(p.prefix_ids) for p in prompts}) == 4
+    arguments = {
+        "prefixes": [p.prefix_ids for p in prompts],
+        "suffixes": [[p.query_ids, p.null_ids, p.sort_ids] for p in prompts],
+        "rows": [[p.query_rows, p.null_rows, p.sort_rows] for p in prompts],
+        "heads": default_focuser._heads_read(),
+    }
+    padded = engine.suffix_attention_batch(**arguments, packed=False)
+    packed = engine.suffix_attention_batch(**arguments, packed=True)
+    assert packed.shape == padded.shape and padded.abs().sum() > 0
+    torch.testing.assert_close(packed, padded, atol=2e-5, rtol=1e-4)
+    # The suffixes read different rows: the comparison is not of one row with itself.
+    assert not torch.allclose(packed[:, 0], packed[:, 1], atol=1e-3)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["two-passes", "one-packed-row"])
+def test_packed_suffixes_capture_equals_separate_suffixes(tiny_model: LoadedModel, packed: bool) -> None:
     """Three suffixes of different lengths packed into one sequence per prompt (block mask,
-    positions restarting after the prefix) read what each suffix reads alone over the prefix."""
+    positions restarting after the prefix) read what each suffix reads alone over the prefix;
+    so do the prompts and all their suffixes packed end to end in one row (``packed=True``,
+    one SDPA call per segment on the CPU)."""
     from ragfocus.engine import AttentionEngine
 
     engine = AttentionEngine(tiny_model.model)
@@ -68,8 +93,8 @@ def test_packed_suffixes_capture_equals_separate_suffixes(tiny_model: LoadedMode
     suffixes = [[torch.randint(10, 1000, (n,), generator=generator).tolist() for n in lengths] for lengths in ((9, 3, 12), (4, 4, 1), (20, 2, 6))]
     rows = [[(2, 7), (0, 3), (11, 12)], [(0, 4), (1, 2), (0, 1)], [(5, 19), (0, 2), (3, 6)]]
     heads = {0: [0, 5], 2: [1, 2, 7], 3: [4]}
-    together = engine.suffix_attention_batch(prefixes, suffixes, rows=rows, heads=heads)
-    assert together.shape[:3] == (3, 3, 6) and together.shape[3] >= 70
+    together = engine.suffix_attention_batch(prefixes, suffixes, rows=rows, heads=heads, packed=packed)
+    assert together.shape == (3, 3, 6, 128)
     for element, prefix in enumerate(prefixes):
         alone = engine.suffix_attention(prefix, suffixes[element], rows=rows[element], heads=heads)
         for which, single in enumerate(alone):
@@ -77,7 +102,8 @@ def test_packed_suffixes_capture_equals_separate_suffixes(tiny_model: LoadedMode
             assert not together[element, which, :, len(prefix) :].any()  # nothing on the padding
 
 
-def test_a_single_suffix_is_read_in_the_prefix_pass_alone(tiny_model: LoadedModel) -> None:
+@pytest.mark.parametrize("packed", [False, True], ids=["two-passes", "one-packed-row"])
+def test_a_single_suffix_is_read_in_the_prefix_pass_alone(tiny_model: LoadedModel, packed: bool) -> None:
     """With one suffix there is no packed pass: the suffix continues its prefix and its rows
     are read there, onto the prefix only, as when it runs alone over the prefix's cache."""
     from ragfocus.engine import AttentionEngine
@@ -88,7 +114,7 @@ def test_a_single_suffix_is_read_in_the_prefix_pass_alone(tiny_model: LoadedMode
     suffixes = [[torch.randint(10, 1000, (n,), generator=generator).tolist()] for n in (5, 30, 1)]
     rows = [[(1, 5)], [(0, 30)], [(0, 1)]]
     heads = {1: [0, 7], 3: [2]}
-    together = engine.suffix_attention_batch(prefixes, suffixes, rows=rows, heads=heads)
+    together = engine.suffix_attention_batch(prefixes, suffixes, rows=rows, heads=heads, packed=packed)
     assert together.shape == (3, 1, 3, 64)  # the longest prefix rounded up to 64, not prefix + suffix
     for element, prefix in enumerate(prefixes):
         (alone,) = engine.suffix_attention(prefix, suffixes[element], rows=rows[element], heads=heads)

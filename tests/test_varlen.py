@@ -3,10 +3,12 @@ that runs them (``ragfocus.scoring.distraction``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from ragfocus.engine.varlen import PackedRow, packed_causal_attention, packed_positions, packed_row
+from ragfocus.engine.packing import pack_prompts
+from ragfocus.engine.varlen import PackedRow, keyed_row, packed_causal_attention, packed_positions, packed_row
 from ragfocus.evaluation.datasets import hotpotqa
 from ragfocus.models import LoadedModel
 from ragfocus.scoring.distraction import (
@@ -37,6 +39,28 @@ def test_packed_row_offsets_positions_and_prefix_index() -> None:
         packed_row([3, 0], torch.device("cpu"))
     with pytest.raises(ValueError, match="at least one prompt"):
         packed_row([], torch.device("cpu"))
+
+
+def test_keyed_row_lets_a_suffix_read_its_prompts_prefix() -> None:
+    """``pack_prompts``: prompt 0 (prefix of 3, suffixes of 2 and 1) then prompt 1 (prefix of
+    2, suffixes of 1 and 2). A further suffix's keys are its prefix, then itself."""
+    packed = pack_prompts([[1, 2, 3], [4, 5]], [[[6, 7], [8]], [[9], [10, 11]]], [[(0, 2), (0, 1)], [(0, 1), (1, 2)]])
+    assert packed.input_ids.tolist() == [[1, 2, 3, 6, 7, 8, 4, 5, 9, 10, 11]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 3, 0, 1, 2, 2, 3]]
+    assert packed.lengths == [5, 1, 3, 2]
+    assert [keys.tolist() for keys in packed.key_index] == [[0, 1, 2, 3, 4], [0, 1, 2, 5], [6, 7, 8], [6, 7, 9, 10]]
+    assert packed.row_index.tolist() == [[3, 4, 5] + [3] * 5, [8, 10] + [8] * 6]
+    assert packed.key_window.shape == (2, 64) and packed.key_window[1, :5].tolist() == [6, 7, 8, 9, 10]
+    assert packed.key_window[1, 5:].eq(10).all()  # past the row's end: its last token, masked
+    bias = packed.bias()[:, 0]
+    # Prompt 1's second suffix's row (local 4) sees the prefix (0, 1) and itself, not the first suffix (2).
+    assert torch.isfinite(bias[1, 1, :6]).tolist() == [True, True, False, True, True, False]
+    row = keyed_row(packed.lengths, packed.key_index, torch.device("cpu"))
+    assert row.key_offsets.tolist() == [0, 5, 9, 12, 16] and row.key_lengths == [5, 4, 3, 4] and row.longest_keys == 5
+    with pytest.raises(ValueError, match="end with its own"):
+        keyed_row([2], [np.array([0])], torch.device("cpu"))
+    with pytest.raises(ValueError, match="one key index per prompt"):
+        keyed_row([2, 1], [np.array([0, 1])], torch.device("cpu"))
 
 
 def _padded_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, row: PackedRow, prefix: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:

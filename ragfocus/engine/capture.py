@@ -34,8 +34,15 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ragfocus.engine.append_cache import append_in_place_cache
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width, to_device
-from ragfocus.engine.packing import continue_prefixes, pack_suffixes
-from ragfocus.engine.varlen import active_packed_row, packed_causal_attention
+from ragfocus.engine.packing import continue_prefixes, pack_prompts, pack_suffixes
+from ragfocus.engine.varlen import (
+    UNUSED_MASK,
+    active_packed_row,
+    flash_varlen_runs,
+    keyed_row,
+    packed_causal_attention,
+    packed_prompts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,21 @@ class _BatchedRows:
     """(batch, 1, rows, keys) float32: 0 where a row may attend, -inf elsewhere."""
 
 
+@dataclass(frozen=True)
+class _KeyedRows:
+    """The rows a capture over a packed row reads (``packing.PackedPrompts``), on the model's
+    device: per prompt, its rows read and its local keys, both as row positions."""
+
+    index: torch.Tensor
+    """(batch, rows) long: the row positions of the rows read."""
+    window: torch.Tensor
+    """(batch, keys) long: the row positions of each prompt's local keys."""
+    weights: torch.Tensor
+    """(batch, suffixes, rows) float32: weights @ attention is each suffix's mean row."""
+    bias: torch.Tensor
+    """(batch, 1, rows, keys) float32: 0 where a row may attend, -inf elsewhere."""
+
+
 @dataclass
 class _CaptureSession:
     heads: dict[int, torch.Tensor]
@@ -77,6 +99,8 @@ class _CaptureSession:
     """Per batch element, the [start, end) positions of the query rows in this forward."""
     batched: _BatchedRows | None = None
     """The rows of a batched capture, read with ``packed_row_attention``."""
+    keyed: _KeyedRows | None = None
+    """The rows of a capture over a packed row, read with ``keyed_row_attention``."""
     masked_suffixes: bool = False
     """A packed suffix pass: its masked attention folds grouped-query heads
     (``grouped_query_attention``) instead of repeating the keys and values per query head."""
@@ -114,6 +138,18 @@ def register_capture_attention() -> None:
             AttentionInterface.register(CAPTURE_IMPLEMENTATION, _capturing_attention)
             AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, _capture_mask)
             _registered = True
+
+
+def can_pack(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s prompts can run packed (``ragfocus.engine.varlen``): it runs
+    ragfocus's registered attention with plain causal attention in every layer (no sliding
+    window, no logit softcap)."""
+    config = model.config
+    return (
+        getattr(config, "_attn_implementation", None) == CAPTURE_IMPLEMENTATION
+        and not getattr(config, "sliding_window", None)
+        and not getattr(config, "attn_logit_softcapping", None)
+    )
 
 
 def require_capture_attention(model: torch.nn.Module) -> None:
@@ -158,17 +194,25 @@ def _capturing_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     session = _ACTIVE.get()
+    packed = active_packed_row()
     if session is None:
-        packed = active_packed_row()
         if packed is not None or _AFTER_CACHED_PREFIX.get():
-            if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
-                raise ValueError("packed_prompts and after_cached_prefix support plain causal attention only (no softcap, no sliding window)")
+            _require_plain_attention(kwargs)
             if packed is not None:
                 return packed_causal_attention(query, key, value, packed, layer=int(module.layer_idx), scaling=kwargs.get("scaling")), None
             return lower_right_causal_attention(query, key, value, scaling=kwargs.get("scaling")), None
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     layer = int(module.layer_idx)
-    if session.batched is not None and layer in session.heads:
+    if session.keyed is not None and layer in session.heads:
+        session.captured[layer] = [
+            keyed_row_attention(
+                query, key, session.keyed,
+                heads=session.heads[layer],
+                scaling=kwargs.get("scaling") or query.shape[-1] ** -0.5,
+                softcap=kwargs.get("softcap"),
+            )
+        ]
+    elif session.batched is not None and layer in session.heads:
         session.captured[layer] = [
             packed_row_attention(
                 query, key,
@@ -195,11 +239,19 @@ def _capturing_attention(
         ]
     if layer >= session.stop_after_layer:
         raise _StopForward
+    if packed is not None:
+        _require_plain_attention(kwargs)
+        return packed_causal_attention(query, key, value, packed, layer=layer, scaling=kwargs.get("scaling")), None
     if session.masked_suffixes and kwargs.get("softcap") is None and kwargs.get("position_bias") is None:
         folded = grouped_query_attention(query, key, value, attention_mask, scaling=kwargs.get("scaling"))
         if folded is not None:
             return folded, None
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _require_plain_attention(kwargs: Mapping[str, Any]) -> None:
+    if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
+        raise ValueError("packed_prompts and after_cached_prefix support plain causal attention only (no softcap, no sliding window)")
 
 
 def grouped_query_attention(
@@ -288,14 +340,51 @@ def packed_row_attention(
     computed, the whole batch in a few tensor operations with no host-device synchronisation.
     """
     batch, query_heads, _, dim = query.shape
-    kv_heads, k_len = key.shape[1], key.shape[2]
-    groups = query_heads // kv_heads
     rows = row_index.shape[1]
     picked = query.gather(2, row_index[:, None, :, None].expand(batch, query_heads, rows, dim))
+    return _picked_row_attention(picked, key, row_bias=row_bias, row_weights=row_weights, heads=heads, scaling=scaling, softcap=softcap)
+
+
+def keyed_row_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    rows: _KeyedRows,
+    *,
+    heads: torch.Tensor,
+    scaling: float,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """``packed_row_attention`` over a packed row: ``query`` (1, query_heads, tokens, dim) and
+    ``key`` (1, kv_heads, tokens, dim), post-RoPE. Each prompt's rows read and its local keys
+    are gathered from the row into a batch of their own: float32 (prompts, suffixes,
+    len(heads), local keys)."""
+    batch, count = rows.index.shape
+    window = rows.window.shape[1]
+    query_heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
+    picked = query[0].index_select(1, rows.index.view(-1)).view(query_heads, batch, count, dim).transpose(0, 1)
+    keys = key[0].index_select(1, rows.window.view(-1)).view(kv_heads, batch, window, dim).transpose(0, 1).contiguous()
+    return _picked_row_attention(picked, keys, row_bias=rows.bias, row_weights=rows.weights, heads=heads, scaling=scaling, softcap=softcap)
+
+
+def _picked_row_attention(
+    picked: torch.Tensor,
+    key: torch.Tensor,
+    *,
+    row_bias: torch.Tensor,
+    row_weights: torch.Tensor,
+    heads: torch.Tensor,
+    scaling: float,
+    softcap: float | None,
+) -> torch.Tensor:
+    """The rows read, ``picked`` (batch, query_heads, rows, dim), over ``key`` (batch,
+    kv_heads, k_len, dim): ``packed_row_attention``'s result."""
+    batch, query_heads, rows, dim = picked.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    groups = query_heads // kv_heads
     # The query heads that share a key/value head are stacked, so each key/value head is read
     # once; every head is scored (most are read: 184 of the default's 216 in layers 0-23) and
     # the heads read are picked from the small per-suffix sums at the end.
-    scores = _row_scores(picked.view(batch, kv_heads, groups * rows, dim), key).view(batch, query_heads, rows, k_len)
+    scores = _row_scores(picked.reshape(batch, kv_heads, groups * rows, dim), key).view(batch, query_heads, rows, k_len)
     if softcap is not None:
         scores = torch.tanh(scores * (scaling / softcap)).mul_(softcap).add_(row_bias)
     else:
@@ -472,6 +561,7 @@ class AttentionEngine:
         *,
         rows: Sequence[Sequence[tuple[int, int]]],
         heads: HeadSet,
+        packed: bool | None = None,
     ) -> torch.Tensor:
         """``suffix_attention`` for many prompts at once, averaged over each suffix's rows.
 
@@ -490,6 +580,11 @@ class AttentionEngine:
         head_dim x prompts x (width of prefix and first suffix + packed width of the others)
         values, allocated once for both passes (``ragfocus.engine.append_cache``), and per layer read, about
         three float32 tensors of prompts x heads read in that layer x rows read x that width.
+
+        ``packed`` (by default where FlashAttention's varlen kernel runs: CUDA, half precision,
+        ``can_pack``) runs the batch as one pass instead, every prompt and all its suffixes
+        packed end to end with no padding and no cache (``_packed_suffix_attention``); the
+        result is the same.
         """
         if not prefixes:
             return torch.zeros((0, 0, 0, 0), device=self.device)
@@ -508,9 +603,15 @@ class AttentionEngine:
         last_layer = max(head_index)
         layers = sorted(head_index)
         device = self.device
-        pad = int(self.model.config.pad_token_id or 0)
         lengths = [len(prefix) for prefix in prefixes]
         width = padded_width(max(lengths))
+        if packed is None:
+            config = self.model.config
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            packed = flash_varlen_runs(device, next(self.model.parameters()).dtype, int(head_dim))
+        if packed and can_pack(self.model):
+            return self._packed_suffix_attention(prefixes, suffixes, rows, head_index, width)
+        pad = int(self.model.config.pad_token_id or 0)
         # One copy to the device per tensor, before any layer runs.
         input_ids, first = continue_prefixes(prefixes, [group[0] for group in suffixes], [r[0] for r in rows], pad_id=pad)
         first = first.to(device)
@@ -540,6 +641,28 @@ class AttentionEngine:
                     self._run(packed.input_ids, cache, attention_mask=mask, position_ids=packed.position_ids)
                 parts.append(torch.cat([session.captured[layer][0] for layer in layers], dim=2)[..., :width])
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def _packed_suffix_attention(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        suffixes: Sequence[Sequence[Sequence[int]]],
+        rows: Sequence[Sequence[tuple[int, int]]],
+        head_index: dict[int, torch.Tensor],
+        width: int,
+    ) -> torch.Tensor:
+        """``suffix_attention_batch`` as one pass over a packed row (``packing.pack_prompts``,
+        ``varlen.keyed_row``): no pad is computed and no cache is kept; a further suffix reads
+        its prompt's prefix keys, gathered in front of its own in every layer."""
+        device = self.device
+        packed = pack_prompts(prefixes, suffixes, rows)
+        row = keyed_row(packed.lengths, packed.key_index, device)
+        moved = packed.to(device)
+        keyed = _KeyedRows(moved.row_index, moved.key_window, moved.row_weights, moved.bias())
+        session = _CaptureSession(heads=head_index, stop_after_layer=max(head_index), keyed=keyed)
+        with batched_attention_kernels(device), packed_prompts(row), self._session(session):
+            self._run(moved.input_ids, None, position_ids=moved.position_ids, attention_mask=UNUSED_MASK)
+        captured = torch.cat([session.captured[layer][0] for layer in sorted(head_index)], dim=2)[..., :width]
+        return captured.mul_(moved.on_prefix(width))
 
     @torch.inference_mode()
     def greedy_decode(
@@ -581,9 +704,9 @@ class AttentionEngine:
             row = (0, 1)
         return steps
 
-    def _run(self, input_ids: torch.Tensor, cache: DynamicCache, **inputs: torch.Tensor) -> None:
+    def _run(self, input_ids: torch.Tensor, cache: DynamicCache | None, **inputs: torch.Tensor) -> None:
         try:
-            self.model.base_model(input_ids=input_ids, past_key_values=cache, use_cache=True, **inputs)
+            self.model.base_model(input_ids=input_ids, past_key_values=cache, use_cache=cache is not None, **inputs)
         except _StopForward:
             return
         raise RuntimeError(

@@ -194,3 +194,122 @@ def continue_prefixes(
         prefix_lengths=torch.tensor([len(prefix) for prefix in prefixes], dtype=torch.long),
     )
     return torch.from_numpy(input_ids), continued
+
+
+@dataclass(frozen=True)
+class PackedPrompts:
+    """Every prompt of a batch with all its suffixes, packed end to end in one row with no
+    padding (``pack_prompts``), for a single pass on CUDA (``ragfocus.engine.varlen``).
+
+    Per prompt the row holds its prefix followed by its first suffix (which continues it
+    causally, as in ``continue_prefixes``), then each further suffix, which attends to the
+    prefix's tokens and causally to itself (``keyed_row``), so every token sees what it sees in
+    the two-pass capture. ``B`` prompts, ``S`` suffixes each, ``T`` tokens in the row, ``R``
+    rows read per prompt, ``K`` the local key window (each prompt's tokens, from its start).
+    """
+
+    input_ids: torch.Tensor
+    """(1, T) long."""
+    position_ids: torch.Tensor
+    """(1, T) long: a prefix counts from 0; every suffix from its prefix's end."""
+    lengths: list[int]
+    """The row's attention segments in order: per prompt, prefix and first suffix, then each
+    further suffix."""
+    key_index: list[np.ndarray]
+    """Per segment, the row positions it attends to (``varlen.keyed_row``)."""
+    row_index: torch.Tensor
+    """(B, R) long: the row positions of the rows read; unused slots repeat a read row."""
+    row_weights: torch.Tensor
+    """(B, S, R) float32: 1/n over the n rows read of each suffix, 0 elsewhere."""
+    key_window: torch.Tensor
+    """(B, K) long: per prompt, the row positions of its local keys (its tokens from its
+    start; past the row's end, the row's last token, never seen)."""
+    row_local: torch.Tensor
+    """(B, R) long: each row read, as a local key position."""
+    block_start: torch.Tensor
+    """(B, R) long: where the suffix of each row read starts, as a local key position."""
+    prefix_lengths: torch.Tensor
+    """(B,) long."""
+
+    def to(self, device: torch.device) -> PackedPrompts:
+        """The tensors on ``device`` (copied without waiting: ``kernels.to_device``)."""
+        moved = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = to_device(value, device)
+        return PackedPrompts(**moved)
+
+    def bias(self) -> torch.Tensor:
+        """(B, 1, R, K) float32 for the rows read over the local keys: 0 on the prompt's
+        prefix and on its own suffix up to the row, -inf elsewhere."""
+        keys = torch.arange(self.key_window.shape[1], device=self.row_local.device)[None, None, :]
+        seen = (keys < self.prefix_lengths[:, None, None]) | ((keys >= self.block_start[:, :, None]) & (keys <= self.row_local[:, :, None]))
+        return torch.zeros(seen.shape, dtype=torch.float32, device=seen.device).masked_fill_(~seen, float("-inf"))[:, None]
+
+    def on_prefix(self, width: int) -> torch.Tensor:
+        """(B, 1, 1, width) float32: 1 on each prompt's prefix tokens, 0 elsewhere."""
+        keys = torch.arange(width, device=self.prefix_lengths.device)
+        return (keys[None, :] < self.prefix_lengths[:, None]).float()[:, None, None]
+
+
+def pack_prompts(
+    prefixes: Sequence[Sequence[int]],
+    suffixes: Sequence[Sequence[Sequence[int]]],
+    rows: Sequence[Sequence[tuple[int, int]]],
+) -> PackedPrompts:
+    """Pack every prompt and its suffixes into one row (``PackedPrompts``). ``rows[b][s]`` is
+    the [start, end) of the rows read within suffix ``s`` of prompt ``b``. Inputs are assumed
+    valid (``AttentionEngine`` checks them)."""
+    batch, count = len(prefixes), len(suffixes[0])
+    row_count = padded_width(max(sum(end - start for start, end in ranges) for ranges in rows), ROW_MULTIPLE)
+    totals = [len(prefix) + sum(len(suffix) for suffix in group) for prefix, group in zip(prefixes, suffixes)]
+    tokens = sum(totals)
+    window = padded_width(max(totals))
+    ids: list[Sequence[int]] = []
+    positions: list[np.ndarray] = []
+    lengths: list[int] = []
+    key_index: list[np.ndarray] = []
+    row_index = np.zeros((batch, row_count), dtype=np.int64)
+    row_local = np.zeros((batch, row_count), dtype=np.int64)
+    block_start = np.zeros((batch, row_count), dtype=np.int64)
+    row_weights = np.zeros((batch, count, row_count), dtype=np.float32)
+    start = 0
+    for element, (prefix, group, ranges) in enumerate(zip(prefixes, suffixes, rows)):
+        prefix_length = len(prefix)
+        local = slot = 0
+        for which, (suffix, (first, last)) in enumerate(zip(group, ranges)):
+            if which == 0:
+                ids.append(prefix)
+                positions.append(np.arange(prefix_length + len(suffix)))
+                lengths.append(prefix_length + len(suffix))
+                key_index.append(np.arange(start, start + prefix_length + len(suffix)))
+                local = prefix_length
+            else:
+                positions.append(np.arange(len(suffix)) + prefix_length)
+                lengths.append(len(suffix))
+                key_index.append(np.concatenate([np.arange(start, start + prefix_length), np.arange(start + local, start + local + len(suffix))]))
+            ids.append(suffix)
+            read = last - first
+            row_local[element, slot : slot + read] = np.arange(local + first, local + last)
+            block_start[element, slot : slot + read] = local
+            row_weights[element, which, slot : slot + read] = 1.0 / read
+            local += len(suffix)
+            slot += read
+        row_local[element, slot:] = row_local[element, 0]  # weight 0: any row that sees keys
+        block_start[element, slot:] = block_start[element, 0]
+        row_index[element] = start + row_local[element]
+        start += local
+    key_window = np.minimum(np.asarray([0, *np.cumsum(totals)[:-1]])[:, None] + np.arange(window)[None, :], tokens - 1)
+    flat = np.fromiter((token for sequence in ids for token in sequence), dtype=np.int64, count=tokens)
+    return PackedPrompts(
+        input_ids=torch.from_numpy(flat)[None, :],
+        position_ids=torch.from_numpy(np.concatenate(positions))[None, :],
+        lengths=lengths,
+        key_index=key_index,
+        row_index=torch.from_numpy(row_index),
+        row_weights=torch.from_numpy(row_weights),
+        key_window=torch.from_numpy(key_window),
+        row_local=torch.from_numpy(row_local),
+        block_start=torch.from_numpy(block_start),
+        prefix_lengths=torch.tensor([len(prefix) for prefix in prefixes], dtype=torch.long),
+    )

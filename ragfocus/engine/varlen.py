@@ -8,7 +8,9 @@ real tokens; attention is kept inside each prompt by variable-length ("varlen") 
 over cumulative offsets, as FlashAttention-2 does (Dao, "FlashAttention-2: Faster Attention
 with Better Parallelism and Work Partitioning", ICLR 2024). Every prompt may continue the
 same cached prefix (``PackedRow.prefix``): its keys and values are laid in front of each
-prompt's own, and the prompt attends to them and, causally, to itself.
+prompt's own, and the prompt attends to them and, causally, to itself. Or a prompt may attend
+to chosen earlier tokens of the row itself (``keyed_row``): a calibration suffix of ICR sees
+its own prompt's passages, laid once in the row before the query that also reads them.
 
 On CUDA in half precision the varlen flash kernel runs (``torch.ops.aten._flash_attention_forward``,
 the op behind ``torch.nn.attention.varlen``); elsewhere each prompt gets one SDPA call, the
@@ -51,7 +53,12 @@ class PackedRow:
     key_offsets: torch.Tensor
     """int32 (prompts + 1,): where each prompt's keys start once the prefix is laid before each."""
     key_index: torch.Tensor | None
-    """With a prefix, (keys,): for each key position, its index in ``cat(prefix, row)``."""
+    """With a prefix, (keys,): for each key position, its index in ``cat(prefix, row)``; in a
+    ``keyed_row``, its index in the row; otherwise ``None`` (each prompt's keys are its own)."""
+    key_lengths: list[int]
+    """Per prompt, how many keys it attends to (the last ``lengths[i]`` of them causally)."""
+    longest_keys: int
+    """``max(key_lengths)``."""
 
     @property
     def prefix_length(self) -> int:
@@ -92,6 +99,35 @@ def packed_row(
         query_offsets=to_device(torch.tensor(query_offsets, dtype=torch.int32), device),
         key_offsets=to_device(torch.tensor(key_offsets, dtype=torch.int32), device),
         key_index=key_index,
+        key_lengths=[length + skipped for length in lengths],
+        longest_keys=max(lengths) + skipped,
+    )
+
+
+def keyed_row(lengths: Sequence[int], key_index: Sequence[np.ndarray], device: torch.device) -> PackedRow:
+    """A packed row whose prompt ``i`` (``lengths[i]`` tokens, in order) attends to the row
+    positions ``key_index[i]``: any earlier tokens of the row, then its own ``lengths[i]``
+    tokens, which it sees causally. Nothing is cached: the earlier tokens' keys and values are
+    gathered in front of the prompt's own in every layer."""
+    if not lengths or min(lengths) < 1 or len(key_index) != len(lengths):
+        raise ValueError(f"a keyed row needs at least one prompt of at least one token and one key index per prompt, got lengths {list(lengths)[:8]}")
+    query_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    key_lengths = [len(keys) for keys in key_index]
+    for prompt, (length, keys) in enumerate(zip(lengths, key_index)):
+        own = np.arange(query_offsets[prompt], query_offsets[prompt] + length)
+        if len(keys) < length or not np.array_equal(np.asarray(keys[len(keys) - length :]), own) or np.any(np.asarray(keys) > own[-1]):
+            raise ValueError(f"prompt {prompt}'s keys must end with its own {length} tokens and lie before them in the row")
+    key_offsets = np.concatenate([[0], np.cumsum(key_lengths)])
+    return PackedRow(
+        lengths=list(lengths),
+        tokens=int(query_offsets[-1]),
+        longest=max(lengths),
+        prefix=None,
+        query_offsets=to_device(torch.from_numpy(query_offsets.astype(np.int32)), device),
+        key_offsets=to_device(torch.from_numpy(key_offsets.astype(np.int32)), device),
+        key_index=to_device(torch.from_numpy(np.concatenate(key_index).astype(np.int64)), device),
+        key_lengths=key_lengths,
+        longest_keys=max(key_lengths),
     )
 
 
@@ -146,36 +182,39 @@ def packed_causal_attention(
 ) -> torch.Tensor:
     """Causal attention within each prompt of a packed row: ``query`` (1, heads, tokens, dim),
     ``key`` and ``value`` (1, key-value heads, tokens, dim), post-RoPE; each prompt also sees
-    the whole shared prefix, if any. Returns (1, tokens, heads, dim) as transformers'
+    the whole shared prefix, if any, or the earlier tokens its ``keyed_row`` names. Returns (1, tokens, heads, dim) as transformers'
     attention functions do."""
     if query.shape[0] != 1 or query.shape[-2] != row.tokens:
         raise ValueError(f"a packed row is one batch row of {row.tokens} tokens, got queries of shape {tuple(query.shape)}")
     keys, values = key[0], value[0]
     if row.prefix is not None:
         prefix_keys, prefix_values = row.prefix[layer]
-        keys = torch.cat([prefix_keys[0], keys], dim=1).index_select(1, row.key_index)  # type: ignore[arg-type]
-        values = torch.cat([prefix_values[0], values], dim=1).index_select(1, row.key_index)  # type: ignore[arg-type]
-    if _flash_varlen_runs(query):
+        keys = torch.cat([prefix_keys[0], keys], dim=1)
+        values = torch.cat([prefix_values[0], values], dim=1)
+    if row.key_index is not None:
+        keys, values = keys.index_select(1, row.key_index), values.index_select(1, row.key_index)
+    if flash_varlen_runs(query.device, query.dtype, query.shape[-1]):
         return _flash_varlen(query[0], keys, values, row, scaling=scaling)[None]
     return _per_prompt_attention(query[0], keys, values, row, scaling=scaling)[None]
 
 
-def _flash_varlen_runs(query: torch.Tensor) -> bool:
-    return query.is_cuda and query.dtype in _FLASH_DTYPES and query.shape[-1] <= _FLASH_MAX_HEAD_DIM
+def flash_varlen_runs(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether ``packed_causal_attention`` runs FlashAttention's varlen kernel for queries on
+    ``device`` in ``dtype`` with heads of ``head_dim`` (otherwise one SDPA call per prompt)."""
+    return device.type == "cuda" and dtype in _FLASH_DTYPES and head_dim <= _FLASH_MAX_HEAD_DIM
 
 
 def _flash_varlen(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, row: PackedRow, *, scaling: float | None) -> torch.Tensor:
     """FlashAttention's varlen kernel; causal is aligned to the lower right, so a prompt's
     queries see the prefix before them. Grouped-query heads go in as they are."""
-    skipped, longest = row.prefix_length, row.longest
     output = torch.ops.aten._flash_attention_forward(
         query.transpose(0, 1),
         keys.transpose(0, 1),
         values.transpose(0, 1),
         row.query_offsets,
         row.key_offsets,
-        longest,
-        longest + skipped,
+        row.longest,
+        row.longest_keys,
         0.0,
         True,
         False,
@@ -186,10 +225,10 @@ def _flash_varlen(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
 
 def _per_prompt_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, row: PackedRow, *, scaling: float | None) -> torch.Tensor:
     """One SDPA call per prompt, (tokens, heads, dim): the reference the flash kernel matches."""
-    skipped = row.prefix_length
     outputs = []
     query_start = key_start = 0
-    for length in row.lengths:
+    for length, key_length in zip(row.lengths, row.key_lengths):
+        skipped = key_length - length
         q = query[:, query_start : query_start + length]
         k = keys[:, key_start : key_start + skipped + length]
         v = values[:, key_start : key_start + skipped + length]
@@ -199,5 +238,5 @@ def _per_prompt_attention(query: torch.Tensor, keys: torch.Tensor, values: torch
         )
         outputs.append(output[0].transpose(0, 1))
         query_start += length
-        key_start += skipped + length
+        key_start += key_length
     return torch.cat(outputs)

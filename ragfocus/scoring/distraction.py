@@ -30,7 +30,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from ragfocus.engine.append_cache import AppendInPlaceLayer, append_in_place_cache
-from ragfocus.engine.capture import CAPTURE_IMPLEMENTATION, after_cached_prefix, require_capture_attention
+from ragfocus.engine.capture import after_cached_prefix, can_pack, require_capture_attention
 from ragfocus.engine.kernels import PAD_MULTIPLE, HostCopy, batched_attention_kernels, padded_width, to_device
 from ragfocus.engine.varlen import UNUSED_MASK, packed_ids, packed_positions, packed_prompts, packed_row
 from ragfocus.tokens import encode_batch
@@ -403,17 +403,6 @@ def _packed_logprob_tensor(
         ).last_hidden_state
     picked = hidden[0, predicting]
     return _answer_logprobs(model, picked, targets)
-
-
-def can_pack(model: torch.nn.Module) -> bool:
-    """Whether ``model``'s prompts can run packed: it runs ragfocus's registered attention
-    with plain causal attention in every layer (no sliding window, no logit softcap)."""
-    config = model.config
-    return (
-        getattr(config, "_attn_implementation", None) == CAPTURE_IMPLEMENTATION
-        and not getattr(config, "sliding_window", None)
-        and not getattr(config, "attn_logit_softcapping", None)
-    )
 
 
 def packed_chunks(lengths: Sequence[int], *, max_prompts: int, max_tokens: int = PACKED_TOKENS) -> list[list[int]]:
