@@ -362,6 +362,11 @@ def _run_bench(args: argparse.Namespace) -> int:
             f"fused scores differ by {agreement.mean_score_difference:.4f} on average, {agreement.max_score_difference:.4f} at most "
             f"(mean |score| {agreement.score_scale:.3f}); differing: {agreement.differing}"
         )
+        if agreement.signals_not_shared:
+            print(
+                f"  not like for like: {', '.join(agreement.signals_not_shared)} fused in only one of the two "
+                "(record the reference with the same Focuser settings, distraction included)"
+            )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")

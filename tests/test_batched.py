@@ -278,6 +278,10 @@ def test_compare_rankings_counts_top2_and_score_differences() -> None:
     assert agreement.same_top2 == 0.5 and agreement.same_top1 == 0.5
     assert agreement.differing == [1]
     assert agreement.max_score_difference == pytest.approx(1.1)
+    assert agreement.signals_not_shared == []
+    with_distraction = {**reference, "signals": ["retrieval_heads", "distraction"]}
+    without = {**candidate, "signals": ["retrieval_heads"]}
+    assert compare_rankings(with_distraction, without).signals_not_shared == ["distraction"]
     with pytest.raises(ValueError, match="share no question"):
         compare_rankings(reference, recording([], []))
     with pytest.raises(ValueError, match="not a ragfocus-rankings"):

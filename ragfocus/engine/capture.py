@@ -581,10 +581,12 @@ class AttentionEngine:
         values, allocated once for both passes (``ragfocus.engine.append_cache``), and per layer read, about
         three float32 tensors of prompts x heads read in that layer x rows read x that width.
 
-        ``packed`` (by default where FlashAttention's varlen kernel runs: CUDA, half precision,
-        ``can_pack``) runs the batch as one pass instead, every prompt and all its suffixes
-        packed end to end with no padding and no cache (``_packed_suffix_attention``); the
-        result is the same.
+        ``packed`` (the default for a model that ``can_pack``, except on CUDA in float32) runs
+        the batch as one pass instead, every prompt and all its suffixes packed end to end with
+        no padding and no cache (``_packed_suffix_attention``; FlashAttention's varlen kernel on
+        CUDA, one SDPA call per segment elsewhere); the result is the same up to rounding.
+        ``rank_many`` on an H100 1.17-1.20x without distraction, 1.16-1.30x with it; on a
+        2-core CPU 1.16-1.22x with distraction (``docs/gpu.md``).
         """
         if not prefixes:
             return torch.zeros((0, 0, 0, 0), device=self.device)
@@ -605,10 +607,10 @@ class AttentionEngine:
         device = self.device
         lengths = [len(prefix) for prefix in prefixes]
         width = padded_width(max(lengths))
-        if packed is None:
+        if packed is None:  # on CUDA only where the varlen kernel runs; SDPA per segment in float32 there is untried
             config = self.model.config
             head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            packed = flash_varlen_runs(device, next(self.model.parameters()).dtype, int(head_dim))
+            packed = device.type != "cuda" or flash_varlen_runs(device, next(self.model.parameters()).dtype, int(head_dim))
         if packed and can_pack(self.model):
             return self._packed_suffix_attention(prefixes, suffixes, rows, head_index, width)
         pad = int(self.model.config.pad_token_id or 0)

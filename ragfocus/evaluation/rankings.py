@@ -8,10 +8,11 @@ be compared with one made on a GPU server.
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -20,6 +21,8 @@ from tqdm.auto import tqdm
 from ragfocus.evaluation.datasets import HotpotQuestion
 from ragfocus.focuser import Focuser
 from ragfocus.types import ScoredPassage
+
+logger = logging.getLogger(__name__)
 
 RECORDING_FORMAT = "ragfocus-rankings/1"
 
@@ -75,6 +78,9 @@ class RankingAgreement:
     """Mean absolute fused score of the reference: the differences' yardstick."""
     differing: list[int]
     """Question indices whose top 2 differ."""
+    signals_not_shared: list[str] = field(default_factory=list)
+    """Signals one recording fused and the other did not (say, distraction turned off in
+    one): then the two differ by configuration, not by device or precision."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -112,6 +118,9 @@ def compare_rankings(reference: dict[str, Any], candidate: dict[str, Any]) -> Ra
                 differences.append(abs(a - b))
                 magnitudes.append(abs(a))
     count = len(shared)
+    not_shared = sorted(set(reference.get("signals", [])) ^ set(candidate.get("signals", [])))
+    if not_shared:
+        logger.warning("the recordings fused different signals (%s in only one): they differ by configuration too", ", ".join(not_shared))
     return RankingAgreement(
         questions=count,
         same_top2=top2 / count,
@@ -120,6 +129,7 @@ def compare_rankings(reference: dict[str, Any], candidate: dict[str, Any]) -> Ra
         mean_score_difference=sum(differences) / len(differences) if differences else math.nan,
         score_scale=sum(magnitudes) / len(magnitudes) if magnitudes else math.nan,
         differing=differing,
+        signals_not_shared=not_shared,
     )
 
 
