@@ -81,6 +81,12 @@ the time an H100 scored it, and the device waited 0.33 s for the first batch of 
 (``docs/gpu.md``). Each child holds about 0.4 GB of memory (it imports ragfocus, and so
 torch)."""
 
+FIRST_BATCH_SHARE = 4
+"""With preparation processes (on a GPU), ``rank_many``'s first batch holds ``batch_size //
+FIRST_BATCH_SHARE`` inputs: the device waits for the first batch's tokenizing (0.24 s of 5.2 s
+for 1,024 HotpotQA questions at batch 64 on an H100, ``docs/gpu.md``), so a smaller one starts
+it sooner; the batches after it are full."""
+
 Errors = Literal["raise", "return"]
 
 SIGNAL_NAMES = ("retrieval_heads", "query_attention", "null_attention", "bm25")
@@ -401,7 +407,9 @@ class Focuser:
                 outcomes[number] = error
         # Longest first: the batches' padding stays small and the largest batch comes first.
         by_length = sorted(inputs, key=lambda number: -sum(len(text) for text in inputs[number][2].texts))
-        chunks = [by_length[first : first + batch_size] for first in range(0, len(by_length), batch_size)]
+        head = self._first_batch_size(batch_size, len(by_length))
+        chunks = [by_length[:head]] if head else []
+        chunks += [by_length[first : first + batch_size] for first in range(head, len(by_length), batch_size)]
 
         times = dict.fromkeys(("prepare", "wait", "finish", "device", "distraction", "fill", "drain"), 0.0)
         resolved_at: list[float] = []
@@ -450,6 +458,15 @@ class Focuser:
             len(requests), len(chunks), times["total"], times["prepare"], times["finish"], times["wait"], times["device"], times["distraction"],
         )
         return outcomes
+
+    def _first_batch_size(self, batch_size: int, count: int) -> int:
+        """How many inputs ``rank_many``'s first batch holds (``FIRST_BATCH_SHARE``): a share of
+        ``batch_size`` where preparation processes tokenize and there is more than one batch,
+        else a full batch."""
+        process = self._preparation
+        if process is None or not process.ready or count <= batch_size:
+            return min(batch_size, count)
+        return max(1, batch_size // FIRST_BATCH_SHARE)
 
     def _host_preparation(self, pieces: list[list[tuple[str, list[str]]]], *, sentences: bool) -> Callable[[int], PreparedInputs]:
         """``prepare_inputs`` of each chunk, by position: from the preparation processes (a few

@@ -89,6 +89,13 @@ def test_rank_many_through_the_child_process_equals_this_thread(
     assert process.prepared - answered == len(requests)
     for alone, together in zip(expected, batched):
         assert [(p.index, p.score, p.signals) for p in together] == [(p.index, p.score, p.signals) for p in alone]
+    # With the children, the first batch is a quarter of the others, so the device starts sooner.
+    assert there._first_batch_size(64, 1000) == 16 and there._first_batch_size(64, 64) == 64
+    assert here._first_batch_size(64, 1000) == 64
+    uneven = there.rank_many(requests, batch_size=2)  # batches of 1, then 2: the same up to rounding
+    for alone, together in zip(expected, uneven):
+        assert [p.index for p in together] == [p.index for p in alone]
+        assert [p.score for p in together] == pytest.approx([p.score for p in alone], abs=1e-4)
     for child in process.processes:
         child._process.kill()
         child._process.wait()
