@@ -24,7 +24,6 @@ import torch
 
 from ragfocus.engine import AttentionEngine, HeadSet
 from ragfocus.fusion import FusionArgument, FusionProfile, choose_fusion, fuse
-from ragfocus.gc_pause import gc_paused
 from ragfocus.head_choice import HeadsArgument, choose_heads
 from ragfocus.head_profile import HeadProfile
 from ragfocus.models import LoadedModel, load_model
@@ -141,11 +140,6 @@ class Focuser:
             launches the device's work does not share the interpreter with it. Default: on
             when the model is on CUDA. The results are the same either way; if the child
             fails, batches are prepared in the calling thread with a warning.
-        pause_gc: pause Python's cyclic garbage collector while ``rank_many``/``focus_many``
-            run their batches (``ragfocus.gc_pause``; restored after, nested calls and other
-            threads' included), so a full collection in the calling thread does not hold up
-            the thread that launches the device's kernels. Default: on when the model is on
-            CUDA. Objects outside reference cycles are freed as usual meanwhile.
 
     One ``Focuser`` is safe to share between threads; calls on it are serialized.
     """
@@ -166,7 +160,6 @@ class Focuser:
         window_tokens: int | None = None,
         final_round: int = DEFAULT_FINAL_ROUND,
         host_process: bool | None = None,
-        pause_gc: bool | None = None,
     ) -> None:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
         self.engine = AttentionEngine(self.loaded.model)
@@ -208,10 +201,6 @@ class Focuser:
         self._lock = threading.RLock()
         if host_process is None:
             host_process = self.engine.device.type == "cuda"
-        if pause_gc is not None and not isinstance(pause_gc, bool):
-            raise TypeError(f"pause_gc must be True, False or None, got {pause_gc!r}")
-        self.pause_gc: bool = self.engine.device.type == "cuda" if pause_gc is None else pause_gc
-        """Whether ``rank_many``/``focus_many`` pause the garbage collector while they run."""
         self._preparation: PreparationPool | None = None
         if host_process:
             # Started now, so their imports run while the caller gets ready; closed with the Focuser.
@@ -443,8 +432,8 @@ class Focuser:
         # kernels and returns), this thread prepares the next batch (or takes it from the
         # preparation process, which works a few batches ahead) and fuses the one before.
         started = time.perf_counter()
-        with self._lock, gc_paused(self.pause_gc), ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragfocus-device") as device:
-            host = self._host_preparation([[(inputs[number][0], inputs[number][2].texts) for number in chunk] for chunk in chunks], sentences=sentences)
+        host = self._host_preparation([[(inputs[number][0], inputs[number][2].texts) for number in chunk] for chunk in chunks], sentences=sentences)
+        with self._lock, ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragfocus-device") as device:
             pending: tuple[list[int], _Batch, Future[_DeviceRead]] | None = None
             for position, chunk in enumerate(chunks):
                 prepared = time.perf_counter()

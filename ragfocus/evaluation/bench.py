@@ -210,7 +210,7 @@ def run_bench(
         forward_flops=forward_flops(loaded.model, lengths),
         peak_flops=peak_bf16_flops(device),
         fused_norms=fused_norm_count(loaded.model),
-        extra={"date": date.today().isoformat(), "torch": torch.__version__, "pause_gc": focuser.pause_gc},
+        extra={"date": date.today().isoformat(), "torch": torch.__version__},
     )
     say("warm-up")
     if focuser.preparation is not None:  # started with the Focuser; its start-up is not timed
