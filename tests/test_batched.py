@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import transformers
 
 from ragfocus import Focuser
 from ragfocus.evaluation.bench import BenchReport, forward_flops, render_bench, run_bench
@@ -241,10 +242,13 @@ def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     runs = report.extra["runs"]
     assert len(runs["bare_forward"]) == len(runs["rank_many"]) == 3
     assert report.phases[1].seconds == sorted(runs["rank_many"])[1]  # the median run
+    assert len(runs["rank_many_events"]) == 3
+    assert all(len(run["collections"]) == 3 and min(run["collections"]) >= 0 and run["device_allocations"] is None for run in runs["rank_many_events"])
     split = report.extra["rank_many_seconds"]
     assert split["total"] > 0 and split["prepare"] > 0 and split["device"] > 0
     assert 0 < split["fill"] < split["total"] and 0 < split["drain"] < split["total"]
     assert report.count == 3 and report.questions == (0, 2)
+    assert report.extra["transformers"] == transformers.__version__ and report.extra["torch"] == torch.__version__
     assert all(phase.seconds > 0 and phase.queries_per_second > 0 for phase in report.phases)
     assert report.rank_over_forward is not None and report.rank_over_forward > 0
     assert report.peak_flops is None and report.share_of_peak(report.phases[0]) is None  # CPU: no data-sheet peak
@@ -252,6 +256,7 @@ def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     assert payload["phases"][1]["tokens"] == payload["phases"][0]["tokens"] > 0
     text = render_bench(report)
     assert "rank_many" in text and "bare forward" in text and "median of runs" in text
+    assert "garbage collections" in text
     with pytest.raises(ValueError, match="repeat"):
         run_bench(focuser, questions, batch_size=2, repeat=0)
 

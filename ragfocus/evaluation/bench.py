@@ -35,12 +35,14 @@ from datetime import date
 from typing import Any
 
 import torch
+import transformers
 
 from ragfocus.engine.capture import require_capture_attention
 from ragfocus.engine.fused import fused_norm_count, unfused_norms
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width
 from ragfocus.engine.varlen import UNUSED_MASK, packed_ids, packed_positions, packed_prompts, packed_row
 from ragfocus.evaluation.datasets import HotpotQuestion
+from ragfocus.evaluation.run_events import EventRecorder, RunEvents
 from ragfocus.focuser import Focuser
 from ragfocus.prompt import build_prompt
 from ragfocus.scoring.distraction import PACKED_TOKENS, packed_chunks, tokenize_distraction
@@ -210,7 +212,8 @@ def run_bench(
         forward_flops=forward_flops(loaded.model, lengths),
         peak_flops=peak_bf16_flops(device),
         fused_norms=fused_norm_count(loaded.model),
-        extra={"date": date.today().isoformat(), "torch": torch.__version__},
+        extra={"date": date.today().isoformat(), "torch": torch.__version__, "transformers": transformers.__version__,
+               "python": platform.python_version()},
     )
     say("warm-up")
     if focuser.preparation is not None:  # started with the Focuser; its start-up is not timed
@@ -232,6 +235,8 @@ def run_bench(
     bare_runs: list[PhaseTiming] = []
     all_prompt_runs: list[PhaseTiming] = []
     rank_runs: list[tuple[PhaseTiming, dict[str, float]]] = []
+    rank_events: list[RunEvents] = []
+    recorder = EventRecorder(device)
     for run in range(1, repeat + 1):
         suffix = f" (run {run} of {repeat})" if repeat > 1 else ""
         say(f"bare forward over {len(questions)} prompts{suffix}")
@@ -242,8 +247,11 @@ def run_bench(
             all_prompt_runs.append(_timed("bare_forward_all_prompts", device, len(questions),
                                           sum(lengths) + distraction_tokens, all_prompts))
         say(f"Focuser.rank_many over {len(questions)} questions{suffix}")
-        timing = _timed("rank_many", device, len(questions), sum(lengths), lambda: focuser.rank_many(requests, batch_size=batch_size))
+        with recorder:
+            timing = _timed("rank_many", device, len(questions), sum(lengths), lambda: focuser.rank_many(requests, batch_size=batch_size))
         rank_runs.append((timing, dict(focuser.last_batch_seconds)))
+        if recorder.events is not None:
+            rank_events.append(recorder.events)
     report.phases.append(_median(bare_runs))
     if all_prompt_runs:
         report.phases.append(_median(all_prompt_runs))
@@ -253,6 +261,7 @@ def run_bench(
     report.extra["runs"] = {
         "bare_forward": [timing.seconds for timing in bare_runs],
         "rank_many": [timing.seconds for timing, _ in rank_runs],
+        "rank_many_events": [asdict(events) for events in rank_events],
     }
     if all_prompt_runs:
         report.extra["runs"]["bare_forward_all_prompts"] = [timing.seconds for timing in all_prompt_runs]
@@ -378,6 +387,13 @@ def render_bench(report: BenchReport) -> str:
                 + ("; bare forward over every prompt " + ", ".join(f"{value:.2f}" for value in runs["bare_forward_all_prompts"])
                    if "bare_forward_all_prompts" in runs else "")
             )
+        events = (runs or {}).get("rank_many_events")
+        if events:
+            console.print("rank_many runs' garbage collections (young/middle/full: count, seconds): " + "; ".join(
+                "/".join(str(count) for count in run["collections"]) + ", " + "/".join(f"{value:.2f}" for value in run["collection_seconds"])
+                + ("" if run["device_allocations"] is None else f", {run['device_allocations']} new device allocations, {run['allocation_retries']} retries")
+                for run in events
+            ))
         split = report.extra.get("rank_many_seconds")
         if split:
             console.print(
