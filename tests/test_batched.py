@@ -243,6 +243,8 @@ def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     assert len(runs["bare_forward"]) == len(runs["rank_many"]) == 3
     assert report.phases[1].seconds == sorted(runs["rank_many"])[1]  # the median run
     assert len(runs["rank_many_events"]) == 3
+    assert report.extra["rank_many_seconds"] in runs["rank_many_split"]  # the median run's split is one of them
+    assert len(runs["rank_many_split"]) == 3 and all(split["device"] > 0 for split in runs["rank_many_split"])
     assert all(len(run["collections"]) == 3 and min(run["collections"]) >= 0 and run["device_allocations"] is None for run in runs["rank_many_events"])
     split = report.extra["rank_many_seconds"]
     assert split["total"] > 0 and split["prepare"] > 0 and split["device"] > 0
@@ -257,6 +259,7 @@ def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     text = render_bench(report)
     assert "rank_many" in text and "bare forward" in text and "median of runs" in text
     assert "garbage collections" in text
+    assert "device worker seconds" in text
     with pytest.raises(ValueError, match="repeat"):
         run_bench(focuser, questions, batch_size=2, repeat=0)
 

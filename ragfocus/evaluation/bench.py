@@ -261,6 +261,7 @@ def run_bench(
     report.extra["runs"] = {
         "bare_forward": [timing.seconds for timing in bare_runs],
         "rank_many": [timing.seconds for timing, _ in rank_runs],
+        "rank_many_split": [split for _, split in rank_runs],
         "rank_many_events": [asdict(events) for events in rank_events],
     }
     if all_prompt_runs:
@@ -387,6 +388,10 @@ def render_bench(report: BenchReport) -> str:
                 + ("; bare forward over every prompt " + ", ".join(f"{value:.2f}" for value in runs["bare_forward_all_prompts"])
                    if "bare_forward_all_prompts" in runs else "")
             )
+        splits = (runs or {}).get("rank_many_split")
+        if splits and len(splits) > 1:
+            console.print("rank_many runs' device worker seconds: " + ", ".join(f"{split['device']:.2f}" for split in splits)
+                          + "; waiting for the device: " + ", ".join(f"{split['wait']:.2f}" for split in splits))
         events = (runs or {}).get("rank_many_events")
         if events:
             console.print("rank_many runs' garbage collections (young/middle/full: count, seconds): " + "; ".join(
