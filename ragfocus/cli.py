@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-distraction", action="store_true", help="leave the distraction pass out")
     bench.add_argument("--no-fused-norms", action="store_true",
                        help="keep transformers' own RMSNorms on CUDA (default: one rms_norm kernel each, ragfocus.engine.fused)")
+    bench.add_argument("--compile-mlps", action="store_true",
+                       help="run the MLPs' silu(gate) * up under torch.compile (needs Triton or a C++ compiler; "
+                            "ragfocus.engine.compiled)")
     bench.add_argument("--repeat", type=int, default=1, metavar="N",
                        help="run the bare forward and rank_many N times, alternating, and report the median of each")
     bench.add_argument("--single", type=int, default=0, metavar="N", help="also time Focuser.rank one query at a time on N questions")
@@ -330,7 +333,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     from ragfocus.models import load_model
 
     dtype = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
-    loaded = load_model(args.model, device=args.device, dtype=dtype, fused_norms=False if args.no_fused_norms else None)
+    loaded = load_model(args.model, device=args.device, dtype=dtype, fused_norms=False if args.no_fused_norms else None,
+                        compiled_mlps=args.compile_mlps)
     focuser = Focuser(loaded, distraction=False if args.no_distraction else None)
     report = run_bench(
         focuser, hotpotqa(args.start, args.questions), batch_size=args.batch_size,

@@ -18,13 +18,12 @@ import json
 import os
 import sys
 import time
-import types
 
 import torch
-import torch.nn.functional as F
 from transformers.models.llama import modeling_llama
 
 from ragfocus import Focuser
+from ragfocus.engine.compiled import compile_mlps, restore_mlps
 from ragfocus.evaluation.bench import bare_forward, packed_forward
 from ragfocus.evaluation.datasets import hotpotqa
 from ragfocus.prompt import build_prompt
@@ -44,29 +43,26 @@ if focuser.preparation is not None:
     focuser.preparation.wait_ready(120)
 
 
-def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return F.silu(gate) * up
-
-
-compiled_swiglu = torch.compile(swiglu, dynamic=True)
 eager_rotary = modeling_llama.apply_rotary_pos_emb
 compiled_rotary = torch.compile(eager_rotary, dynamic=True)
 
 
-def compiled_mlp_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return self.down_proj(compiled_swiglu(self.gate_proj(x), self.up_proj(x)))
+def landed() -> None:
+    restore_mlps(model)
+    modeling_llama.apply_rotary_pos_emb = eager_rotary
 
 
-def compile_on() -> None:
-    for layer in model.base_model.layers:
-        layer.mlp.forward = types.MethodType(compiled_mlp_forward, layer.mlp)
+def mlps() -> None:  # the library's opt-in: load_model(compiled_mlps=True)
+    landed()
+    assert compile_mlps(model) == model.config.num_hidden_layers, compile_failure_hint
+
+
+def mlps_and_rotary() -> None:  # probe only: the rotary function is a module global of transformers
+    mlps()
     modeling_llama.apply_rotary_pos_emb = compiled_rotary
 
 
-def compile_off() -> None:
-    for layer in model.base_model.layers:
-        layer.mlp.__dict__.pop("forward", None)
-    modeling_llama.apply_rotary_pos_emb = eager_rotary
+compile_failure_hint = "compile_mlps replaced no MLP: see the warning above"
 
 
 def sync() -> None:
@@ -93,27 +89,28 @@ def top2(rankings) -> list[tuple[int, ...]]:
     return [tuple(sorted(p.index for p in ranked[:2])) for ranked in rankings]
 
 
-for switch in (compile_on, compile_off):  # warm-up: compiles every shape class once
-    switch()
+VARIANTS = (landed, mlps, mlps_and_rotary)
+for switch in VARIANTS:  # warm-up: compiles every shape class once
     started = time.perf_counter()
+    switch()
     focuser.rank_many(requests[: min(COUNT, 2 * BATCH)], batch_size=BATCH)
     every_prompt()
     print(json.dumps({"warm_up": switch.__name__, "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
 reference: list[tuple[int, ...]] | None = None
 for round_number in range(1, ROUNDS + 1):
-    for switch in (compile_off, compile_on):
+    for switch in VARIANTS:
         switch()
         bare_seconds, _ = timed(every_prompt)
         rank_seconds, rankings = timed(lambda: focuser.rank_many(requests, batch_size=BATCH))
         tops = top2(rankings)
-        if switch is compile_off:
+        if switch is landed:
             reference = tops
         same = sum(a == b for a, b in zip(tops, reference or tops)) / len(tops)
         print(json.dumps({
-            "round": round_number, "compiled": switch is compile_on,
+            "round": round_number, "variant": switch.__name__,
             "rank_many_seconds": round(rank_seconds, 3), "queries_per_second": round(COUNT / rank_seconds, 1),
             "every_prompt_bare_seconds": round(bare_seconds, 3), "ratio": round(rank_seconds / bare_seconds, 3),
-            "same_top2_as_eager": round(same, 4),
+            "same_top2_as_landed": round(same, 4),
         }), flush=True)
-compile_off()
+landed()
