@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-distraction", action="store_true", help="leave the distraction pass out")
     bench.add_argument("--no-fused-norms", action="store_true",
                        help="keep transformers' own RMSNorms on CUDA (default: one rms_norm kernel each, ragfocus.engine.fused)")
-    bench.add_argument("--compile-mlps", action="store_true",
-                       help="run the MLPs' silu(gate) * up under torch.compile (needs Triton or a C++ compiler; "
+    bench.add_argument("--no-compile", action="store_true",
+                       help="keep SwiGLU and the rotary embedding eager on CUDA (default: under torch.compile, "
                             "ragfocus.engine.compiled)")
     bench.add_argument("--repeat", type=int, default=1, metavar="N",
                        help="run the bare forward and rank_many N times, alternating, and report the median of each")
@@ -334,7 +334,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     dtype = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
     loaded = load_model(args.model, device=args.device, dtype=dtype, fused_norms=False if args.no_fused_norms else None,
-                        compiled_mlps=args.compile_mlps)
+                        compiled_elementwise=False if args.no_compile else None)
     focuser = Focuser(loaded, distraction=False if args.no_distraction else None)
     report = run_bench(
         focuser, hotpotqa(args.start, args.questions), batch_size=args.batch_size,

@@ -21,7 +21,7 @@ from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from ragfocus.engine.capture import CAPTURE_IMPLEMENTATION, register_capture_attention
-from ragfocus.engine.compiled import compile_mlps
+from ragfocus.engine.compiled import compile_elementwise
 from ragfocus.engine.fused import fuse_norms
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def load_model(
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     fused_norms: bool | None = None,
-    compiled_mlps: bool = False,
+    compiled_elementwise: bool | None = None,
 ) -> LoadedModel:
     """Load a scorer: ``None`` (or ``"smollm2-135m-instruct"``) for the embedded default,
     otherwise a Hugging Face hub id or a local directory of a causal LM.
@@ -122,9 +122,10 @@ def load_model(
     ``fused_norms`` (``None``: on CUDA only) runs its Llama-style RMSNorms as one
     ``torch.nn.functional.rms_norm`` kernel each (``ragfocus.engine.fused``; 1.34x on the bare
     forward on an H100, and the same formula, rounded once instead of twice).
-    ``compiled_mlps`` (off by default: it needs Triton or a C++ compiler at run time) runs the
-    gated MLPs' ``silu(gate) * up`` under ``torch.compile`` (``ragfocus.engine.compiled``),
-    compiling once here; where compiling fails, a warning says why and the MLPs stay eager.
+    ``compiled_elementwise`` (``None``: on CUDA only) runs SwiGLU and the rotary embedding
+    under ``torch.compile`` (``ragfocus.engine.compiled``; ``rank_many`` 1.2x on an H100),
+    compiling here, a few seconds; where compiling fails (no Triton or compiler), a warning
+    says why and those modules stay eager.
 
     >>> loaded = load_model()            # doctest: +SKIP
     >>> loaded.name, loaded.num_layers, loaded.num_heads   # doctest: +SKIP
@@ -149,8 +150,8 @@ def load_model(
     if fused_norms if fused_norms is not None else resolved_device.type == "cuda":
         count = fuse_norms(model)
         logger.debug("%d RMSNorm modules run torch.nn.functional.rms_norm", count)
-    if compiled_mlps:
-        logger.debug("%d MLPs run a compiled SwiGLU", compile_mlps(model))
+    if compiled_elementwise if compiled_elementwise is not None else resolved_device.type == "cuda":
+        logger.debug("%d MLP and attention modules run compiled elementwise code", compile_elementwise(model))
     return LoadedModel(model=model, tokenizer=tokenizer, name=display_name, weights_sha256=sha)
 
 

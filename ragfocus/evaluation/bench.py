@@ -38,7 +38,7 @@ import torch
 import transformers
 
 from ragfocus.engine.capture import require_capture_attention
-from ragfocus.engine.compiled import compiled_mlp_count
+from ragfocus.engine.compiled import compiled_module_count
 from ragfocus.engine.fused import fused_norm_count, unfused_norms
 from ragfocus.engine.kernels import batched_attention_kernels, padded_width
 from ragfocus.engine.varlen import UNUSED_MASK, packed_ids, packed_positions, packed_prompts, packed_row
@@ -103,8 +103,9 @@ class BenchReport:
     fused_norms: int = 0
     """RMSNorm modules run as ``rms_norm`` (``ragfocus.engine.fused``) in every phase but
     ``bare_forward_own_norms``."""
-    compiled_mlps: int = 0
-    """MLPs whose SwiGLU runs under ``torch.compile`` (``ragfocus.engine.compiled``) in every phase."""
+    compiled_modules: int = 0
+    """MLP and attention modules whose SwiGLU or rotary embedding runs under ``torch.compile``
+    (``ragfocus.engine.compiled``) in every phase."""
     phases: list[PhaseTiming] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -215,7 +216,7 @@ def run_bench(
         forward_flops=forward_flops(loaded.model, lengths),
         peak_flops=peak_bf16_flops(device),
         fused_norms=fused_norm_count(loaded.model),
-        compiled_mlps=compiled_mlp_count(loaded.model),
+        compiled_modules=compiled_module_count(loaded.model),
         extra={"date": date.today().isoformat(), "torch": torch.__version__, "transformers": transformers.__version__,
                "python": platform.python_version()},
     )
@@ -357,7 +358,7 @@ def render_bench(report: BenchReport) -> str:
         f"{report.model} on {report.device_name} ({report.dtype}), batch {report.batch_size}, "
         f"HotpotQA dev {report.questions[0]}-{report.questions[1]}, {report.mean_prompt_tokens:.0f} prompt tokens on average, "
         f"distraction {'on' if report.distraction else 'off'}"
-        + (f", {report.compiled_mlps} MLPs with a compiled SwiGLU" if report.compiled_mlps else "")
+        + (f", {report.compiled_modules} modules with compiled SwiGLU or rotary embedding" if report.compiled_modules else "")
     ))
     for column in ("phase", "queries", "seconds", "queries/s", "tokens/s", "peak GPU MiB", "share of bf16 peak"):
         table.add_column(column, justify="right" if column != "phase" else "left")
