@@ -202,8 +202,11 @@ def _forward_with_compiled_rotary(module: torch.nn.Module) -> types.FunctionType
     heads, kv_heads, head_dim, device, dtype = shapes
 
     def inputs(rows: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        sizes = ((rows, heads, 3, head_dim), (rows, kv_heads, 3, head_dim), (rows, 3, head_dim), (rows, 3, head_dim))
-        return tuple(torch.randn(size, generator=generator).to(device=device, dtype=dtype) for size in sizes)
+        # q and k as the attention makes them: (rows, tokens, heads, head_dim) viewed as (rows, heads, tokens, head_dim)
+        def tensor(*size: int) -> torch.Tensor:
+            return torch.randn(size, generator=generator).to(device=device, dtype=dtype)
+        query, key = tensor(rows, 3, heads, head_dim).transpose(1, 2), tensor(rows, 3, kv_heads, head_dim).transpose(1, 2)
+        return query, key, tensor(rows, 3, head_dim), tensor(rows, 3, head_dim)
 
     failure = try_compile(rotary, inputs)
     if failure is not None:
