@@ -123,9 +123,9 @@ def load_model(
     ``torch.nn.functional.rms_norm`` kernel each (``ragfocus.engine.fused``; 1.34x on the bare
     forward on an H100, and the same formula, rounded once instead of twice).
     ``compiled_elementwise`` (``None``: on CUDA only) runs SwiGLU and the rotary embedding
-    under ``torch.compile`` (``ragfocus.engine.compiled``; on an H100 the forward 1.09x,
-    ``rank_many`` 1.09-1.21x), compiling here, a few seconds; where compiling fails (no Triton
-    or compiler), a warning says why and those modules stay eager.
+    under ``torch.compile`` (``ragfocus.engine.compiled``; on an H100 the forward
+    1.09-1.15x, ``rank_many`` 1.09-1.19x), compiling here, a few seconds; where compiling
+    fails (no Triton or compiler), a warning says why and those modules stay eager.
 
     >>> loaded = load_model()            # doctest: +SKIP
     >>> loaded.name, loaded.num_layers, loaded.num_heads   # doctest: +SKIP
