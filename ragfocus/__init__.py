@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from ragfocus.focuser import Focuser, focus
+from ragfocus.focuser import Focuser, default_focuser, focus
 from ragfocus.models import DEFAULT_MODEL, LoadedModel, load_model
 from ragfocus.types import FocusResult, Passage, ScoredPassage
 
@@ -16,6 +16,7 @@ __all__ = [
     "LoadedModel",
     "Passage",
     "ScoredPassage",
+    "default_focuser",
     "focus",
     "load_model",
 ]

@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=64, help="prompts per batched forward pass")
     bench.add_argument("--start", type=int, default=0, help="first HotpotQA dev question (0-2999 is the development split)")
     bench.add_argument("--questions", type=int, default=512, help="questions to time")
-    bench.add_argument("--no-distraction", action="store_true", help="leave the distraction pass out")
+    bench.add_argument("--distraction", action=argparse.BooleanOptionalAction, default=False,
+                       help="add the distraction pass (default off; --no-distraction is accepted)")
     bench.add_argument("--no-fused-norms", action="store_true",
                        help="keep transformers' own RMSNorms on CUDA (default: one rms_norm kernel each, ragfocus.engine.fused)")
     bench.add_argument("--no-compile", action="store_true",
@@ -310,7 +311,7 @@ def _run_eval_pooled(args: argparse.Namespace) -> int:
 
     options = {} if args.final_round is None else {"final_round": args.final_round}
     focuser = Focuser(
-        args.model, device=args.device, distraction=False if args.no_distraction else None,
+        args.model, device=args.device, distraction=args.distraction,
         window_tokens=args.window_tokens, **options,
     )
     questions = hotpotqa(args.start, args.questions)
@@ -335,7 +336,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     dtype = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
     loaded = load_model(args.model, device=args.device, dtype=dtype, fused_norms=False if args.no_fused_norms else None,
                         compiled_elementwise=False if args.no_compile else None)
-    focuser = Focuser(loaded, distraction=False if args.no_distraction else None)
+    focuser = Focuser(loaded, distraction=args.distraction)
     report = run_bench(
         focuser, hotpotqa(args.start, args.questions), batch_size=args.batch_size,
         single_questions=args.single, peer_questions=args.peer, repeat=args.repeat,

@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 _READY = "ready"
 
+PREPARATION_PROCESSES = 3
+"""Child processes that split each batch's tokenizing on a GPU (``host_process``), at most one
+fewer than this machine's CPUs. Each holds about 0.4 GB of memory (it imports torch)."""
+
 
 class PreparationProcess:
     """A child process that runs ``prepare_inputs`` with its own copy of ``tokenizer``.

@@ -1,9 +1,11 @@
 """Choose which ranked passages to keep: token budget, ratio, top-k, threshold.
 
-The budget is counted with the generator's tokenizer on the exact context string that is
-returned (passages joined by the separator, in output order), so it is never exceeded.
-Passages are taken best first; one that does not fit is skipped and smaller, lower-ranked
-ones may still fill the remaining budget.
+The budget is counted with the generator's tokenizer. Each candidate passage and the separator
+are counted once, and the budget is filled from those counts, best first; a passage that does
+not fit is skipped and smaller, lower-ranked ones may still fill the remaining budget. The
+exact context string that is returned (passages joined by the separator, in output order) is
+counted at the end, so the budget is never exceeded: where a tokenizer merges tokens across a
+join, the borderline cases are checked on the joined text.
 
 With ``granularity="sentence"`` the budget is filled sentence by sentence instead, inside the
 passages the other limits keep (AttentionRAG): a sentence's priority is its passage's fused
@@ -15,6 +17,7 @@ kept sentences of a passage stay in their original order, joined by a space.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +26,13 @@ from ragfocus.fusion import zscores
 from ragfocus.ordering import arrange
 from ragfocus.sentence_scores import ScoredSentence
 from ragfocus.tokens import TokenCounter
-from ragfocus.types import GRANULARITIES, ORDERS, Granularity, Order, ScoredPassage
+from ragfocus.types import GRANULARITIES, ORDERS, FocusResult, Granularity, Order, ScoredPassage
+
+logger = logging.getLogger(__name__)
+
+BOUNDARY_SLACK = 2
+"""Tokens a join may save (a tokenizer can merge tokens across a boundary): a passage whose
+summed count misses the budget by at most this much is checked on the exact joined text."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,13 @@ def select(
     ordered = arrange(kept, config.order, slot_strength)
     context = config.separator.join(passage.text for passage in ordered)
     tokens_out = count(context)
-    if budget is not None and tokens_out > budget:  # guarded by _fill_budget; never silent
+    while budget is not None and tokens_out > budget and len(kept) > 1 and config.granularity == "passage":
+        logger.debug("the joined context has more tokens than its passages' counts; dropping the last passage added")
+        kept = kept[:-1]
+        ordered = arrange(kept, config.order, slot_strength)
+        context = config.separator.join(passage.text for passage in ordered)
+        tokens_out = count(context)
+    if budget is not None and tokens_out > budget:  # never silent
         raise AssertionError(f"context has {tokens_out} tokens, over the budget of {budget}")
     kept_indices = {passage.index for passage in kept}
     dropped = [passage for passage in ranked if passage.index not in kept_indices]
@@ -149,14 +164,29 @@ def _fill_budget(
     count: TokenCounter,
     slot_strength: Sequence[float] = (),
 ) -> list[ScoredPassage]:
+    """Best first, each passage's own count plus a separator's; the joined text is counted
+    only for a passage within ``BOUNDARY_SLACK`` of fitting (``select`` counts the context)."""
+    separator = count(config.separator)
     kept: list[ScoredPassage] = []
+    used = 0
     for passage in candidates:
-        if count(passage.text) > budget:
+        size = count(passage.text)
+        if size > budget:
             continue
-        trial = arrange([*kept, passage], config.order, slot_strength)
-        if count(config.separator.join(item.text for item in trial)) <= budget:
+        added = size + (separator if kept else 0)
+        if used + added <= budget:
             kept.append(passage)
+            used += added
+        elif used + added - BOUNDARY_SLACK <= budget:
+            exact = _joined_count([*kept, passage], config, count, slot_strength)
+            if exact <= budget:
+                kept.append(passage)
+                used = exact
     return kept
+
+
+def _joined_count(kept: list[ScoredPassage], config: SelectionConfig, count: TokenCounter, slot_strength: Sequence[float]) -> int:
+    return count(config.separator.join(item.text for item in arrange(kept, config.order, slot_strength)))
 
 
 def _fill_with_sentences(
@@ -199,3 +229,25 @@ def _pruned(
             text = " ".join(found[number].text for number in sorted(numbers))
             kept.append(dataclasses.replace(passage, text=text))
     return kept
+
+
+def focus_result(
+    query: str,
+    ranked: list[ScoredPassage],
+    sentences: Mapping[int, Sequence[ScoredSentence]],
+    config: SelectionConfig,
+    count: TokenCounter,
+    slot_strength: Sequence[float],
+    *,
+    seconds: float = 0.0,
+) -> FocusResult:
+    """``select`` over a ranking, wrapped as the ``FocusResult`` of ``query`` (``seconds`` as
+    given). A budget below every passage logs a warning."""
+    chosen = select(ranked, config, count, sentences=sentences, slot_strength=slot_strength)
+    if ranked and not chosen.kept and chosen.budget is not None:
+        logger.warning("budget of %d tokens is below every passage: nothing kept", chosen.budget)
+    return FocusResult(
+        query=query, context=chosen.context, kept=chosen.kept, dropped=chosen.dropped, tokens_in=chosen.tokens_in,
+        tokens_out=chosen.tokens_out, seconds=seconds,
+        budget=chosen.budget, order=config.order,
+    )

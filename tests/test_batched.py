@@ -70,7 +70,7 @@ def test_one_packed_row_equals_the_two_pass_capture_on_the_default_model(default
         "prefixes": [p.prefix_ids for p in prompts],
         "suffixes": [[p.query_ids, p.null_ids, p.sort_ids] for p in prompts],
         "rows": [[p.query_rows, p.null_rows, p.sort_rows] for p in prompts],
-        "heads": default_focuser._heads_read(),
+        "heads": default_focuser.heads_read,
     }
     padded = engine.suffix_attention_batch(**arguments, packed=False)
     packed = engine.suffix_attention_batch(**arguments, packed=True)

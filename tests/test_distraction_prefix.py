@@ -14,7 +14,7 @@ from ragfocus.evaluation.datasets import hotpotqa
 from ragfocus.models import LoadedModel, load_model
 from ragfocus.scoring.distraction import (
     MIN_SHARED_PREFIX,
-    _sequence_logprob_tensor,
+    sequence_logprobs,
     common_prefix_length,
     distraction_scores,
     length_chunks,
@@ -41,12 +41,12 @@ def test_shared_prefix_is_the_template_and_instruction_and_changes_no_score(defa
     assert default_model.tokenizer.decode(prefix.ids).endswith("Passage:")
     assert all(sequence[: len(prefix.ids)] == prefix.ids for sequence in prompts.sequences)
     with torch.inference_mode():
-        whole = _sequence_logprob_tensor(model, prompts.sequences, prompts.answer_length, pad_multiple=64)
-        shared = _sequence_logprob_tensor(model, prompts.sequences, prompts.answer_length, pad_multiple=64, prefix=prefix)
+        whole = sequence_logprobs(model, prompts.sequences, prompts.answer_length, pad_multiple=64)
+        shared = sequence_logprobs(model, prompts.sequences, prompts.answer_length, pad_multiple=64, prefix=prefix)
     assert shared.tolist() == pytest.approx(whole.tolist(), abs=1e-4)
     assert len(set(whole.tolist())) == len(prompts.sequences)  # real, distinct scores, not a constant
     with pytest.raises(ValueError, match="shared prefix"):
-        _sequence_logprob_tensor(model, [[1, 2, 3, 4]] + prompts.sequences[1:], prompts.answer_length, prefix=prefix)
+        sequence_logprobs(model, [[1, 2, 3, 4]] + prompts.sequences[1:], prompts.answer_length, prefix=prefix)
 
 
 def test_no_shared_prefix_when_it_would_not_pay_or_not_be_exact(default_model: LoadedModel, tmp_path) -> None:

@@ -150,13 +150,13 @@ def test_row_scores_fall_back_to_float32_where_the_half_product_is_missing(
 ) -> None:
     """On CUDA half-precision rows are scored by a product with float32 output; where that
     product does not exist (this CPU build), the first call finds out, logs it, and converts."""
-    from ragfocus.engine import capture
+    from ragfocus.engine import row_attention as capture
 
     monkeypatch.setattr(capture, "_HALF_PRODUCTS", {"cpu": True})
     generator = torch.Generator().manual_seed(4)
     query = torch.randn(2, 3, 5, 8, generator=generator).half()
     key = torch.randn(2, 3, 6, 8, generator=generator).half()
-    with caplog.at_level("INFO", logger="ragfocus.engine.capture"):
+    with caplog.at_level("INFO", logger="ragfocus.engine.row_attention"):
         scores = capture._row_scores(query, key)
     assert scores.dtype == torch.float32
     assert torch.equal(scores, query.float() @ key.float().transpose(-1, -2))

@@ -69,17 +69,18 @@ def test_head_set_scores_from_one_capture_equal_focuser_rank(default_model, ever
 
 
 def test_ranking_cost_against_a_plain_forward_pass(default_model, default_focuser: Focuser) -> None:
-    """Without the distraction pass, ranking costs no more than 1.5 plain forward passes of
-    the same prompt; the full default (one more batched pass over every passage alone) stays
-    under 4 (measured 2.6-3.5 on the 2-core CPU, docs/benchmarks.md)."""
+    """The default (no distraction pass) ranks in no more than 1.5 plain forward passes of
+    the same prompt (a loose bound for a shared CI machine: the median measured in one quiet
+    process is in docs/benchmarks.md); with ``distraction=True`` (one more batched pass over
+    every passage alone) it stays under 4."""
     import time
 
-    lean = Focuser(default_model, distraction=False)
-    assert "distraction" not in lean.signal_names
+    full = Focuser(default_model, distraction=True)
+    assert "distraction" not in default_focuser.signal_names and "distraction" in full.signal_names
     lean_ratios, full_ratios = [], []
     for question in QUESTIONS[:3]:
         forward = _plain_forward_seconds(default_focuser, question)
-        for focuser, ratios in ((lean, lean_ratios), (default_focuser, full_ratios)):
+        for focuser, ratios in ((default_focuser, lean_ratios), (full, full_ratios)):
             began = time.perf_counter()
             focuser.rank(question.question, question.paragraphs)
             ratios.append((time.perf_counter() - began) / forward)

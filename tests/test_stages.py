@@ -21,19 +21,30 @@ QUESTION = hotpotqa(2601, 1)[0]
 
 
 @pytest.fixture(scope="module")
-def ranked(default_focuser: Focuser):
-    return default_focuser.rank(QUESTION.question, QUESTION.paragraphs)
+def with_distraction(default_model) -> Focuser:
+    return Focuser(default_model, distraction=True)
 
 
-def test_default_focuser_computes_every_signal_and_fuses_them(default_focuser: Focuser, ranked) -> None:
-    assert {"learned_heads", "attention_sort", "distraction", "abstain_logprob", "bm25"} <= set(default_focuser.signal_names)
+@pytest.mark.parametrize("distraction", [False, True])
+def test_focuser_computes_every_signal_and_fuses_them(default_focuser: Focuser, with_distraction: Focuser, distraction: bool) -> None:
+    """The default reads every signal but distraction (one forward pass); ``distraction=True``
+    adds distraction and the abstain log-probability, and the fusion weighs them in."""
+    focuser = with_distraction if distraction else default_focuser
+    ranked = focuser.rank(QUESTION.question, QUESTION.paragraphs)
+    assert {"learned_heads", "attention_sort", "bm25"} <= set(focuser.signal_names)
+    assert ({"distraction", "abstain_logprob"} <= set(focuser.signal_names)) is distraction
+    assert not default_focuser.distraction
     for passage in ranked:
-        assert set(default_focuser.signal_names) <= set(passage.signals)
+        assert set(focuser.signal_names) <= set(passage.signals)
         assert all(math.isfinite(value) for value in passage.signals.values())
     by_index = sorted(ranked, key=lambda p: p.index)
-    expected = fuse([p.signals for p in by_index], default_focuser.fusion, positional=default_focuser.positional)
+    expected = fuse([p.signals for p in by_index], focuser.fusion, positional=focuser.positional)
     assert [p.score for p in by_index] == pytest.approx(expected)
     assert [p.index for p in ranked] == sorted(range(len(ranked)), key=lambda i: (-expected[i], i))
+    if distraction:
+        without = fuse([{k: v for k, v in p.signals.items() if k not in ("distraction", "abstain_logprob")} for p in by_index],
+                       focuser.fusion, positional=focuser.positional)
+        assert without != pytest.approx(expected)  # the distraction weight moves the scores
 
 
 def test_attention_sort_rounds_reuse_the_ranking_pass_and_end_most_attended_last(default_focuser: Focuser) -> None:
@@ -116,7 +127,7 @@ def test_calibrated_order_puts_the_best_passages_in_the_most_attended_slots(defa
 
 
 def test_sentence_granularity_prunes_inside_passages_under_the_budget(default_focuser: Focuser) -> None:
-    count = default_focuser._count
+    count = default_focuser.token_count
     passage_level = default_focuser.focus(QUESTION.question, QUESTION.paragraphs, ratio=0.25)
     sentence_level = default_focuser.focus(QUESTION.question, QUESTION.paragraphs, ratio=0.25, granularity="sentence")
     assert sentence_level.tokens_out <= sentence_level.budget

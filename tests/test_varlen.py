@@ -12,8 +12,8 @@ from ragfocus.engine.varlen import PackedRow, keyed_row, packed_causal_attention
 from ragfocus.evaluation.datasets import hotpotqa
 from ragfocus.models import LoadedModel
 from ragfocus.scoring.distraction import (
-    _packed_logprob_tensor,
-    _sequence_logprob_tensor,
+    packed_logprobs,
+    sequence_logprobs,
     launch_distraction,
     packed_chunks,
     score_distraction,
@@ -115,14 +115,14 @@ def test_packed_distraction_equals_the_padded_pass_on_the_default_model(default_
     prefix = shared_prefix(model, prompts.sequences, keep=prompts.answer_length + 1)
     assert prefix is not None
     with torch.inference_mode():
-        padded = _sequence_logprob_tensor(model, prompts.sequences, prompts.answer_length)
-        packed = _packed_logprob_tensor(model, prompts.sequences, prompts.answer_length)
-        packed_after_prefix = _packed_logprob_tensor(model, prompts.sequences, prompts.answer_length, prefix=prefix)
+        padded = sequence_logprobs(model, prompts.sequences, prompts.answer_length)
+        packed = packed_logprobs(model, prompts.sequences, prompts.answer_length)
+        packed_after_prefix = packed_logprobs(model, prompts.sequences, prompts.answer_length, prefix=prefix)
     assert len(set(padded.tolist())) == len(prompts.sequences)  # real, distinct scores
     assert packed.tolist() == pytest.approx(padded.tolist(), abs=1e-4)
     assert packed_after_prefix.tolist() == pytest.approx(padded.tolist(), abs=1e-4)
     with pytest.raises(ValueError, match="shared prefix"):
-        _packed_logprob_tensor(model, [[1, 2, 3, 4]] + prompts.sequences[1:], prompts.answer_length, prefix=prefix)
+        packed_logprobs(model, [[1, 2, 3, 4]] + prompts.sequences[1:], prompts.answer_length, prefix=prefix)
 
 
 def test_launch_distraction_packed_matches_its_chunked_default(default_model: LoadedModel) -> None:
@@ -148,7 +148,7 @@ def test_packed_prompts_refuse_a_model_without_the_registered_attention() -> Non
                          num_attention_heads=4, num_key_value_heads=2)
     model = LlamaForCausalLM(config).eval()
     with pytest.raises(ValueError, match="ragfocus_capture"):
-        _packed_logprob_tensor(model, [[1, 2, 3, 4], [1, 2, 5, 6]], 1)
+        packed_logprobs(model, [[1, 2, 3, 4], [1, 2, 5, 6]], 1)
     with pytest.raises(ValueError, match="load_model"):
         packed_forward(model, [[1, 2, 3]])
 

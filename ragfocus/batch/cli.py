@@ -30,7 +30,7 @@ def add_batch_parsers(commands: Any) -> None:
     batch.add_argument("--model", default=None, help="scorer: Hugging Face id or path (default: embedded SmolLM2-135M)")
     batch.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     batch.add_argument("--distraction", action=argparse.BooleanOptionalAction, default=None,
-                       help="compute the distraction signal (default: as the fusion profile says; --no-distraction is ~2x faster on CPU)")
+                       help="add the distraction signal (default off; --distraction about doubles the time on CPU)")
     batch.add_argument("--index", default=None, help="default index directory (ragfocus index) for rows without 'corpus'")
     batch.add_argument("--k", type=int, default=10, help="passages retrieved for rows without 'k' (default 10)")
     batch.add_argument("--batch-size", type=int, default=8,

@@ -154,7 +154,8 @@ def add_pooled_parser(subparsers: argparse._SubParsersAction, run: Callable[[arg
     pooled.add_argument("--k", type=int, default=DEFAULT_K, help=f"hit when both gold paragraphs are in the top k (default {DEFAULT_K})")
     pooled.add_argument("--model", default=None, help="scorer: Hugging Face id or path (default: embedded SmolLM2-135M)")
     pooled.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
-    pooled.add_argument("--no-distraction", action="store_true", help="leave the distraction pass out")
+    pooled.add_argument("--distraction", action=argparse.BooleanOptionalAction, default=False,
+                        help="add the distraction pass (default off)")
     pooled.add_argument("--window-tokens", type=int, default=None, help="Focuser(window_tokens=...) (default: one prompt up to the model context, 2048-token windows past it)")
     pooled.add_argument("--final-round", type=int, default=None, help="Focuser(final_round=...) (default: the library's)")
     pooled.add_argument("--no-minilm", action="store_true", help="skip the MiniLM baseline")

@@ -22,8 +22,6 @@ import torch
 
 from ragfocus.passages import PassageLike, as_passages
 from ragfocus.prompt import TokenizedPrompt, build_prompt
-from ragfocus.scoring.retrieval_heads import calibrated_per_token, capture_head_attention
-from ragfocus.sentence_scores import sentence_scores
 
 if TYPE_CHECKING:
     from ragfocus.focuser import Focuser
@@ -117,18 +115,19 @@ def token_attention(focuser: Focuser, query: str, passages: Sequence[PassageLike
                 f"that {loaded.name} reads")
         logger.warning(note)
         return AttentionMap.unavailable(note)
-    heads = focuser.heads
-    with focuser._lock:  # the engine serves one call at a time, as in Focuser.focus
-        captured = capture_head_attention(focuser.engine, prompt, heads)
-    per_token = calibrated_per_token(captured, heads, prompt.passage_spans, sink_factor=focuser.sink_factor)
-    found = sentence_scores(prompt, per_token) if sentences else None
+    texts = [items[index].text for index in present]
+    with focuser.lock:  # the engine serves one call at a time, as in Focuser.focus
+        (read,) = focuser.pipeline.stage.read([prompt], [query], [texts], sentences=True)
+    per_token = read.per_token
+    assert per_token is not None
+    found = read.sentences if sentences else None
     result: dict[int, PassageHeat] = {}
     for position, index in enumerate(present):
         sentence_heat = ()
         if found is not None:
             sentence_heat = tuple(SentenceHeat(s.start, s.end, s.text, s.score) for s in found[position])
         result[index] = PassageHeat(index, _passage_tokens(prompt, position, per_token), sentence_heat)
-    return AttentionMap(passages=result, heads=len(captured.rows(heads)))
+    return AttentionMap(passages=result, heads=sum(len(set(layer_heads)) for layer_heads in focuser.heads.values()))
 
 
 def _passage_tokens(prompt: TokenizedPrompt, position: int, per_token: torch.Tensor) -> tuple[TokenHeat, ...]:

@@ -34,6 +34,13 @@ class PromptSignals:
     sort: list[float] | None
     """Mean attention per token of the sorting suffix's answer position (summed over the sort
     heads), or ``None``."""
+    features: torch.Tensor | None = None
+    """With ``features=True``: the weighted heads' own calibrated passage scores, float64
+    (heads in ``weights`` order, passages), what ``learned`` combines; windows of one input
+    combine theirs together (``ragfocus.pipeline.texts``)."""
+    per_token: torch.Tensor | None = None
+    """With ``per_token=True``: per prefix token, the retrieval heads' query minus content-free
+    attention, NaN at sinks (what sentence pruning reads), float64 (prefix tokens,)."""
 
 
 @dataclass(frozen=True)
@@ -45,26 +52,30 @@ class PendingSignals:
     sizes: list[int]
     shapes: list[tuple[int, ...]]
     spans: Sequence[Sequence[tuple[int, int]]]
-    weighted: bool
-    sorting: bool
+    names: tuple[str, ...]
+    """What each part of the copy holds: ``query``, ``null`` and any of ``learned``,
+    ``features``, ``per_token``, ``sort``."""
+    prefix_lengths: Sequence[int] = ()
 
     def result(self) -> list[PromptSignals]:
         if self.copy is None:
             return []
         flat = self.copy.result()
-        host = [part.reshape(shape) for part, shape in zip(flat.split(self.sizes, dim=1), self.shapes)]
+        host = dict(zip(self.names, (part.reshape(shape) for part, shape in zip(flat.split(self.sizes, dim=1), self.shapes))))
         signals = []
         for element, prompt_spans in enumerate(self.spans):
             count = len(prompt_spans)
-            query_list = host[0][element, :count].tolist()
-            null_list = host[1][element, :count].tolist()
+            query_list = host["query"][element, :count].tolist()
+            null_list = host["null"][element, :count].tolist()
             signals.append(
                 PromptSignals(
                     calibrated=[q - n for q, n in zip(query_list, null_list)],
                     query_mass=query_list,
                     null_mass=null_list,
-                    learned=host[2][element, :count].tolist() if self.weighted else None,
-                    sort=host[-1][element, :count].tolist() if self.sorting else None,
+                    learned=host["learned"][element, :count].tolist() if "learned" in host else None,
+                    sort=host["sort"][element, :count].tolist() if "sort" in host else None,
+                    features=host["features"][element, :, :count].clone() if "features" in host else None,
+                    per_token=host["per_token"][element, : self.prefix_lengths[element]].clone() if "per_token" in host else None,
                 )
             )
         return signals
@@ -80,6 +91,8 @@ def launch_prompt_signals(
     sort_heads: HeadSet | None = None,
     sink_factor: float | None,
     aggregate: Aggregate = "mean",
+    features: bool = False,
+    per_token: Sequence[int] | None = None,
 ) -> PendingSignals:
     """Signals of each prompt from its captured attention, computed on its device and copied
     back without waiting (``PendingSignals.result`` waits).
@@ -93,10 +106,13 @@ def launch_prompt_signals(
         heads: the retrieval heads summed into the calibrated score.
         weights: (layer, head, weight) of the learned heads, combined into one signal.
         sort_heads: the heads of attention sorting (needs a third, sorting, capture).
+        features: also return the weighted heads' own passage scores (``PromptSignals.features``).
+        per_token: each prompt's prefix length: also return the calibrated attention of every
+            prefix token (``PromptSignals.per_token``), for sentence scores.
     """
     check_aggregate(aggregate)
     if captured.shape[0] == 0:
-        return PendingSignals(None, [], [], [], bool(weights), sort_heads is not None)
+        return PendingSignals(None, [], [], [], ())
     if len(spans) != captured.shape[0]:
         raise ValueError("one list of passage spans is needed per prompt")
     device = captured.device
@@ -116,7 +132,10 @@ def launch_prompt_signals(
     if aggregate == "mean":
         counts = _span_sums(keep.double(), membership).clamp(min=1.0)
         query_mass, null_mass = query_mass / counts, null_mass / counts
-    results = [query_mass, null_mass]
+    results = {"query": query_mass, "null": null_mass}
+    if per_token is not None:
+        calibrated_tokens = (query_sum - null_sum).double()
+        results["per_token"] = calibrated_tokens.masked_fill(keep == 0, float("nan"))
 
     if weights:
         weighted_rows = [_row(row_of, (layer, head)) for layer, head, _ in weights]
@@ -126,19 +145,22 @@ def launch_prompt_signals(
         calibrated = (query.index_select(1, weighted_index).double() - null.index_select(1, weighted_index).double()) * weighted_keep[:, None]
         sums = torch.bmm(calibrated, membership)
         counts = _span_sums(weighted_keep, membership).clamp(min=1.0)
-        features = sums / counts[:, None, :]
-        results.append(_combined(features, [len(prompt_spans) for prompt_spans in spans], [w for _, _, w in weights]))
+        head_scores = sums / counts[:, None, :]
+        results["learned"] = _combined(head_scores, [len(prompt_spans) for prompt_spans in spans], [w for _, _, w in weights])
+        if features:
+            results["features"] = head_scores
     if sort_heads is not None:
         if captured.shape[1] < 3:
             raise ValueError("attention sorting needs the sorting suffix's capture (a third per prompt)")
         sort = captured[:, 2].index_select(1, _index(_rows(row_of, sort_heads), device)).sum(dim=1).double()
-        results.append(_span_sums(sort, membership) / lengths.clamp(min=1.0))
+        results["sort"] = _span_sums(sort, membership) / lengths.clamp(min=1.0)
 
     # One copy back to the host for everything: each blocking copy makes the host wait.
-    flat = torch.cat([tensor.reshape(len(spans), -1) for tensor in results], dim=1)
+    parts = list(results.values())
+    flat = torch.cat([tensor.reshape(len(spans), -1) for tensor in parts], dim=1)
     return PendingSignals(
-        HostCopy(flat), [tensor[0].numel() for tensor in results], [tuple(tensor.shape) for tensor in results],
-        spans, bool(weights), sort_heads is not None,
+        HostCopy(flat), [tensor[0].numel() for tensor in parts], [tuple(tensor.shape) for tensor in parts],
+        spans, tuple(results), tuple(per_token or ()),
     )
 
 

@@ -20,7 +20,7 @@ inputs = [(q.question, [p.text for p in as_passages(q.paragraphs)]) for q in hot
 prompts = [build_prompt(tok, q, ps) for q, ps in inputs]
 prompts.sort(key=lambda p: -len(p.prefix_ids))
 batches = [prompts[i : i + 64] for i in range(0, 512, 64)]
-read = f._heads_read()
+read = f.heads_read
 eng = f.engine
 
 

@@ -17,7 +17,7 @@ full = Focuser(load_model(device="cuda", dtype=torch.float32), distraction=False
 tok = half.loaded.tokenizer
 prompts = [build_prompt(tok, q.question, [p.text for p in as_passages(q.paragraphs)]) for q in hotpotqa(0, 128)]
 prompts.sort(key=lambda p: -len(p.prefix_ids))
-read = half._heads_read()
+read = half.heads_read
 
 
 def run(f, ps, packed):

@@ -48,7 +48,7 @@ def packed_run(with_prefix: bool) -> list[torch.Tensor]:
     skipped = 0 if prefix is None else len(prefix.ids)
     passes = distraction.packed_chunks([len(sequence) - skipped for sequence in sequences], max_prompts=len(sequences), max_tokens=PACKED_TOKENS)
     return [
-        distraction._packed_logprob_tensor(model, [sequences[index] for index in chunk], prompts.answer_length, prefix=prefix)
+        distraction.packed_logprobs(model, [sequences[index] for index in chunk], prompts.answer_length, prefix=prefix)
         for chunk in passes
     ]
 
@@ -63,7 +63,7 @@ def run(variant: str) -> torch.Tensor:
         distraction.after_cached_prefix = context
         try:
             found = [
-                distraction._sequence_logprob_tensor(model, chunk, prompts.answer_length, pad_multiple=PAD_MULTIPLE, prefix=prefix)
+                distraction.sequence_logprobs(model, chunk, prompts.answer_length, pad_multiple=PAD_MULTIPLE, prefix=prefix)
                 for chunk in chunks
             ]
         finally:

@@ -21,7 +21,7 @@ from transformers.models.llama import modeling_llama
 from ragfocus import Focuser
 from ragfocus.evaluation.bench import bare_forward
 from ragfocus.evaluation.datasets import hotpotqa
-from ragfocus.focuser import _distinct
+from ragfocus.pipeline import distinct_texts
 from ragfocus.passages import as_passages
 from ragfocus.preparation import prepare_inputs
 
@@ -32,7 +32,7 @@ COUNT = int(os.environ.get("PROBE_COUNT", "512"))
 f = Focuser(device=DEVICE, distraction=False)
 model = f.loaded.model
 print("dtype", next(model.parameters()).dtype, "| RMSNorm modules", sum(type(m).__name__.endswith("RMSNorm") for m in model.modules()), flush=True)
-inputs = [(q.question, _distinct(as_passages(q.paragraphs)).texts) for q in hotpotqa(0, COUNT)]
+inputs = [(q.question, distinct_texts(as_passages(q.paragraphs)).texts) for q in hotpotqa(0, COUNT)]
 host = prepare_inputs(f.loaded.tokenizer, inputs, prompt_tokens=None, sentences=False, distraction=False)
 ids = [p.prefix_ids + p.query_ids for p in host.prompts]
 ids.sort(key=len, reverse=True)
