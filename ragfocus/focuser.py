@@ -32,6 +32,7 @@ from ragfocus.preparation_process import PREPARATION_PROCESSES, PreparationPool
 from ragfocus.scoring.attention_sort import check_sort_rounds
 from ragfocus.scoring.retrieval_heads import DEFAULT_SINK_FACTOR, Aggregate, check_aggregate
 from ragfocus.selection import SelectionConfig, focus_result
+from ragfocus.signals import ATTENTION_SORT
 from ragfocus.tokens import TokenCounter, token_counter
 from ragfocus.types import FocusResult, Granularity, Order, ScoredPassage
 from ragfocus.windows import DEFAULT_FINAL_ROUND, window_limits
@@ -116,7 +117,7 @@ class Focuser:
         self.fusion: FusionProfile = choose_fusion(self.loaded, fusion)
         rounds = self.fusion.sort_rounds if sort_rounds is None else sort_rounds
         check_sort_rounds(rounds)
-        if self.fusion.uses("attention_sort") and rounds == 0:
+        if self.fusion.uses(ATTENTION_SORT) and rounds == 0:
             raise ValueError("the fusion profile weights attention_sort: sort_rounds must be at least 1 (or use fusion='heads')")
         self.sort_heads: HeadSet = self.fusion.sort_head_set if self.fusion.sort_heads else self.heads
         """The heads attention sorting reads."""
@@ -137,10 +138,8 @@ class Focuser:
         """Counts tokens of the generator's tokenizer (budgets)."""
         self.lock = threading.RLock()
         """Held while a call runs the model; hold it to run ``engine`` yourself between calls."""
-        if host_process is None:
-            host_process = self.engine.device.type == "cuda"
         preparation = None
-        if host_process:
+        if self.engine.device.type == "cuda" if host_process is None else host_process:
             # Started now, so their imports run while the caller gets ready; closed with the Focuser.
             preparation = PreparationPool(self.loaded.tokenizer, max(1, min(PREPARATION_PROCESSES, (os.cpu_count() or 2) - 1)))
             weakref.finalize(self, preparation.close)

@@ -38,6 +38,7 @@ from ragfocus.engine import HeadSet
 from ragfocus.head_profile import ModelIdentity, ProfileMismatchError, check_identity
 from ragfocus.models import LoadedModel
 from ragfocus.scoring.heads import head_set
+from ragfocus.signals import ABSTAIN_LOGPROB, DISTRACTION, SignalTable
 
 logger = logging.getLogger(__name__)
 
@@ -221,17 +222,18 @@ def interpolate(bins: Sequence[float], position: int, count: int) -> float:
 
 
 def fuse(
-    table: Sequence[Mapping[str, float]],
+    table: SignalTable | Sequence[Mapping[str, float]],
     profile: FusionProfile,
     *,
     positional: bool = True,
     slots: Sequence[tuple[int, int]] | None = None,
 ) -> list[float]:
-    """One relevance per passage from ``table`` (per passage in prompt order: signal -> value).
+    """One relevance per passage from ``table`` (``SignalTable``, or per passage in prompt
+    order a mapping signal -> value).
 
-    ``slots`` gives each row's (position, passages) in the prompt it was scored in, for the
-    positional correction when the rows come from several windows; by default the rows are one
-    prompt in order.
+    ``slots`` gives each passage's (position, passages) in the prompt it was scored in, for
+    the positional correction when they come from several windows; by default the passages are
+    one prompt in order.
 
     Each weighted signal present for every passage is z-scored over the passages, its
     positional bias removed (``positional=True``), weighted and summed; then passages that are
@@ -240,31 +242,35 @@ def fuse(
     (``HEADS_ONLY``) passes it through on its own scale: with ``fusion="heads"`` a score of 0
     means as much attention as the content-free query gives.
     """
-    count = len(table)
+    if not isinstance(table, SignalTable):
+        table = SignalTable.from_rows(table, partial=False)
+    count = table.size
     active = [name for name, weight in profile.weights.items() if weight]
-    if len(active) == 1 and active[0] != "distraction" and not (positional and profile.position_bias.get(active[0])):
-        values = [_fused_value(row, active[0], profile) for row in table]
-        if all(value is not None and math.isfinite(value) for value in values):  # one signal: its own scale
+    if len(active) == 1 and active[0] != DISTRACTION and not (positional and profile.position_bias.get(active[0])):
+        values = _fused_values(table, active[0], profile)
+        if values is not None and all(math.isfinite(value) for value in values):  # one signal: its own scale
             return [profile.weights[active[0]] * value for value in values]
     fused = [0.0] * count
     distraction: list[float] | None = None
     for name, weight in profile.weights.items():
-        values = [_fused_value(row, name, profile) for row in table]
-        if any(value is None or not math.isfinite(value) for value in values):
-            _warn_if_computed_but_not_finite(table, name, profile)
+        values = _fused_values(table, name, profile)
+        if values is None:
+            continue
+        if not all(math.isfinite(value) for value in values):
+            _warn_not_finite(values, name, profile)
             continue
         standard = zscores(values)
         bias = profile.position_bias.get(name) if positional else None
         if bias and (count > 1 or slots is not None):
             where = slots if slots is not None else [(position, count) for position in range(count)]
             standard = [value - interpolate(bias, *where[row]) for row, value in enumerate(standard)]
-        if name == "distraction":
+        if name == DISTRACTION:
             distraction = standard
             continue
         for position in range(count):
             fused[position] += weight * standard[position]
     if distraction is not None:
-        weight = profile.weights.get("distraction", 0.0)
+        weight = profile.weights.get(DISTRACTION, 0.0)
         for position in range(count):
             value = distraction[position]
             penalty = profile.distraction_penalty * value if fused[position] < 0 and value > 0 else 0.0
@@ -272,24 +278,26 @@ def fuse(
     return fused
 
 
-def _warn_if_computed_but_not_finite(table: Sequence[Mapping[str, float]], name: str, profile: FusionProfile) -> None:
+def _warn_not_finite(values: Sequence[float], name: str, profile: FusionProfile) -> None:
     """A signal that is absent (no retriever scores, distraction off) drops out quietly; one
     that was computed and came out NaN or infinite (a model overflowing in float16, say) is
     left out of the fusion too, but loudly."""
-    key = "abstain_logprob" if name == "distraction" and profile.distraction_signal == "abstain_logprob" else name
-    broken = sum(1 for row in table if key in row and not math.isfinite(row[key]))
-    if broken:
-        logger.warning(
-            "the %r signal is NaN or infinite for %d of %d passages and is left out of this query's fusion; "
-            "if the model runs in float16, its activations may overflow (load it in bfloat16 or float32)",
-            key, broken, len(table),
-        )
+    key = ABSTAIN_LOGPROB if name == DISTRACTION and profile.distraction_signal == ABSTAIN_LOGPROB else name
+    broken = sum(1 for value in values if not math.isfinite(value))
+    logger.warning(
+        "the %r signal is NaN or infinite for %d of %d passages and is left out of this query's fusion; "
+        "if the model runs in float16, its activations may overflow (load it in bfloat16 or float32)",
+        key, broken, len(values),
+    )
 
 
-def _fused_value(row: Mapping[str, float], name: str, profile: FusionProfile) -> float:
-    if name == "distraction" and profile.distraction_signal == "abstain_logprob":
-        return -row.get("abstain_logprob", math.nan)
-    return row.get(name, math.nan)
+def _fused_values(table: SignalTable, name: str, profile: FusionProfile) -> list[float] | None:
+    """The column a weight reads (``None`` when absent): -log P(abstain) for distraction read
+    as ``abstain_logprob``."""
+    if name == DISTRACTION and profile.distraction_signal == ABSTAIN_LOGPROB:
+        column = table.get(ABSTAIN_LOGPROB)
+        return None if column is None else [-value for value in column]
+    return table.get(name)
 
 
 def slot_order(strength: Sequence[float], count: int) -> list[int]:

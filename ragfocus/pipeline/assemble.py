@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from ragfocus.pipeline.requests import Request
 from ragfocus.pipeline.texts import ScoredTexts
 from ragfocus.sentence_scores import ScoredSentence
+from ragfocus.signals import RETRIEVER
 from ragfocus.types import PassagePart, ScoredPassage
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def assemble(request: Request, scored: ScoredTexts | None, names: Sequence[str],
             logger.info("%d duplicate passages scored once", len(distinct.slot_of) - len(distinct.texts))
     for index, item in enumerate(items):
         if item.score is not None:
-            signals[index]["retriever"] = float(item.score)
+            signals[index][RETRIEVER] = float(item.score)
     order = sorted(range(len(items)), key=lambda index: (-scores[index], index))
     ranked = [
         ScoredPassage(

@@ -26,6 +26,7 @@ from ragfocus.scoring.batched import PromptSignals, launch_prompt_signals
 from ragfocus.scoring.distraction import DistractionPrompts, DistractionScores, launch_distraction, tokenize_distraction
 from ragfocus.scoring.heads import head_order
 from ragfocus.sentence_scores import ScoredSentence, sentence_scores
+from ragfocus.signals import ATTENTION_SORT, LEARNED_HEADS, NULL_ATTENTION, QUERY_ATTENTION, RETRIEVAL_HEADS, SignalTable
 
 T = TypeVar("T")
 Pending = Callable[[], T]
@@ -36,7 +37,7 @@ Pending = Callable[[], T]
 class PromptRead:
     """The attention signals of one prompt's passages (prompt order), raw."""
 
-    table: list[dict[str, float]]
+    signals: SignalTable
     """Per passage: ``retrieval_heads``, ``query_attention``, ``null_attention`` and, when
     read, ``learned_heads`` and ``attention_sort``."""
     head_features: torch.Tensor | None
@@ -123,10 +124,10 @@ class DeviceStage:
 
     def _prompt_read(self, query: str, texts: list[str], prompt: TokenizedPrompt, signals: PromptSignals) -> PromptRead:
         scoring = self.scoring
-        table = [
-            {"retrieval_heads": signals.calibrated[i], "query_attention": signals.query_mass[i], "null_attention": signals.null_mass[i]}
-            for i in range(len(texts))
-        ]
+        table = SignalTable(len(texts))
+        table.set(RETRIEVAL_HEADS, signals.calibrated)
+        table.set(QUERY_ATTENTION, signals.query_mass)
+        table.set(NULL_ATTENTION, signals.null_mass)
         if scoring.sorting:
             assert signals.sort is not None
             sort_scores = signals.sort
@@ -139,11 +140,9 @@ class DeviceStage:
                     rounds=scoring.sort_rounds,
                     first_round=signals.sort,
                 ).scores
-            for i, value in enumerate(sort_scores):
-                table[i]["attention_sort"] = value
+            table.set(ATTENTION_SORT, sort_scores)
         if scoring.fusion.head_weights:
             assert signals.learned is not None
-            for i, value in enumerate(signals.learned):  # combined on the device
-                table[i]["learned_heads"] = value
+            table.set(LEARNED_HEADS, signals.learned)  # combined on the device
         found = sentence_scores(prompt, signals.per_token) if signals.per_token is not None else None
         return PromptRead(table, signals.features, found, signals.per_token)

@@ -9,8 +9,18 @@ from ragfocus.engine import HeadSet
 from ragfocus.fusion import FusionProfile
 from ragfocus.scoring.heads import merge_heads
 from ragfocus.scoring.retrieval_heads import Aggregate
+from ragfocus.signals import (
+    ABSTAIN_LOGPROB,
+    ATTENTION_SORT,
+    BM25,
+    DISTRACTION,
+    LEARNED_HEADS,
+    NULL_ATTENTION,
+    QUERY_ATTENTION,
+    RETRIEVAL_HEADS,
+)
 
-SIGNAL_NAMES = ("retrieval_heads", "query_attention", "null_attention", "bm25")
+SIGNAL_NAMES = (RETRIEVAL_HEADS, QUERY_ATTENTION, NULL_ATTENTION, BM25)
 """Signals every scored passage carries; ``learned_heads`` (when the fusion profile has head
 weights), ``attention_sort`` (with ``sort_rounds`` > 0), ``distraction`` and
 ``abstain_logprob`` (with ``distraction=True``) and ``retriever`` (when the caller gave a
@@ -54,9 +64,9 @@ class Scoring:
         """The signals every non-empty passage gets (``retriever`` aside)."""
         names = list(SIGNAL_NAMES)
         if self.fusion.head_weights:
-            names.append("learned_heads")
+            names.append(LEARNED_HEADS)
         if self.sorting:
-            names.append("attention_sort")
+            names.append(ATTENTION_SORT)
         if self.distraction:
-            names += ["distraction", "abstain_logprob"]
+            names += [DISTRACTION, ABSTAIN_LOGPROB]
         return tuple(names)

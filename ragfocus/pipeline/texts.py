@@ -21,6 +21,7 @@ from ragfocus.scoring.distraction import DistractionScores
 from ragfocus.scoring.lexical import bm25_scores
 from ragfocus.scoring.retrieval_heads import combine_head_features
 from ragfocus.sentence_scores import ScoredSentence
+from ragfocus.signals import ABSTAIN_LOGPROB, BM25, DISTRACTION, LEARNED_HEADS, RETRIEVER, WINDOW_SCORE, SignalTable
 from ragfocus.types import PassagePart
 from ragfocus.windows import WindowPlan, checked_prompts, plan_windows
 
@@ -76,14 +77,15 @@ def score_texts(
         window_texts = [[plan.units[unit].text for unit in window] for window, _ in windows]
         reads = stage.read([prompt for _, prompt in windows], [query] * len(windows), window_texts,
                            sentences=sentences, features=rescale)
-    table: list[dict[str, float]] = [{} for _ in plan.units]
+    table = SignalTable(len(plan.units))
     features: list[tuple[torch.Tensor, list[int]]] = []
     unit_sentences: dict[int, list[ScoredSentence]] = {}
     slots: list[tuple[int, int]] = [(0, 1)] * len(plan.units)
     for (window, prompt), read in zip(windows, reads):
         scale = float(len(prompt.prefix_ids)) if rescale else 1.0
+        for name, values in read.signals.scaled(scale).columns.items():
+            table.put(name, window, values)
         for position, unit in enumerate(window):
-            table[unit] = {name: value * scale for name, value in read.table[position].items()}
             slots[unit] = (position, len(window))
             if read.sentences is not None:
                 unit_sentences[unit] = [ScoredSentence(s.start, s.end, s.text, s.score * scale) for s in read.sentences[position]]
@@ -94,27 +96,22 @@ def score_texts(
         merged = torch.zeros(len(weights), len(plan.units), dtype=torch.float64)
         for matrix, window in features:
             merged[:, window] = matrix.double()
-        for unit, value in enumerate(combine_head_features(merged, weights)):
-            table[unit]["learned_heads"] = value
+        table.set(LEARNED_HEADS, combine_head_features(merged, weights))
     unit_texts = [unit.text for unit in plan.units]
     if scoring.distraction:
         found = done.distraction if done is not None and fits and done.distraction is not None else None
         if found is None:
             (found,) = stage.launch_distraction([query], [unit_texts])()
         assert found is not None
-        for unit, value in enumerate(found.distraction):
-            table[unit]["distraction"] = value
-            table[unit]["abstain_logprob"] = found.abstain_logprob[unit]
-    lexical = done.lexical if done is not None and fits else bm25_scores(query, unit_texts)
-    for unit, value in enumerate(lexical):
-        table[unit]["bm25"] = value
-    for unit, part in enumerate(plan.units):
-        if retriever[part.item] is not None:
-            table[unit]["retriever"] = float(retriever[part.item])  # type: ignore[arg-type]
+        table.set(DISTRACTION, found.distraction)
+        table.set(ABSTAIN_LOGPROB, found.abstain_logprob)
+    table.set(BM25, done.lexical if done is not None and fits else bm25_scores(query, unit_texts))
+    scores = [retriever[part.item] for part in plan.units]
+    if all(score is not None for score in scores):  # only some passages scored: the fusion leaves it out
+        table.set(RETRIEVER, scores)  # type: ignore[arg-type]
     fused = fuse(table, scoring.fusion, positional=scoring.positional, slots=slots if rescale else None)
     if rescale:
-        for unit, value in enumerate(fused):
-            table[unit]["window_score"] = value
+        table.set(WINDOW_SCORE, fused)
         if scoring.final_round:
             _final_round(stage, query, plan, table, fused)
     logger.debug("scored %d passages (%d units, %d windows) in %.3f s", len(texts), len(plan.units), len(windows),
@@ -122,7 +119,7 @@ def score_texts(
     return _gather(plan, table, fused, unit_sentences, len(texts), sentences=sentences)
 
 
-def _final_round(stage: DeviceStage, query: str, plan: WindowPlan, table: list[dict[str, float]], fused: list[float]) -> None:
+def _final_round(stage: DeviceStage, query: str, plan: WindowPlan, table: SignalTable, fused: list[float]) -> None:
     """Score the best units of the windowed ranking again, together in one prompt, and lift
     them above every other unit (``table`` and ``fused`` are updated in place).
 
@@ -150,23 +147,22 @@ def _final_round(stage: DeviceStage, query: str, plan: WindowPlan, table: list[d
     finalist_texts = [plan.units[unit].text for unit in finalists]
     prompt = build_prompt(tokenizer, query, finalist_texts)
     (read,) = stage.read([prompt], [query], [finalist_texts])
-    rows = []
-    for position, unit in enumerate(finalists):
-        row = dict(table[unit])
-        row.update(read.table[position])
-        rows.append(row)
-    final = fuse(rows, scoring.fusion, positional=scoring.positional)
+    final_table = table.take(finalists)
+    for name, values in read.signals.columns.items():
+        final_table.set(name, values)
+    final = fuse(final_table, scoring.fusion, positional=scoring.positional)
     chosen = set(finalists)
     others = [fused[unit] for unit in range(len(fused)) if unit not in chosen]
     lift = max(others) - min(final) + 1.0 if others else 0.0
-    for row, unit, value in zip(rows, finalists, final):
-        table[unit] = row
+    for name, values in final_table.columns.items():
+        table.put(name, finalists, values)
+    for unit, value in zip(finalists, final):
         fused[unit] = value + lift
 
 
 def _gather(
     plan: WindowPlan,
-    table: list[dict[str, float]],
+    table: SignalTable,
     fused: list[float],
     unit_sentences: dict[int, list[ScoredSentence]],
     count: int,
@@ -181,10 +177,10 @@ def _gather(
     signals, scores, parts, found = [], [], [], []
     for units in by_text:
         best = max(units, key=lambda unit: (fused[unit], -unit))
-        signals.append(table[best])
+        signals.append(table.row(best))
         scores.append(fused[best])
         parts.append(
-            tuple(PassagePart(plan.units[u].start, plan.units[u].end, fused[u], table[u]) for u in units)
+            tuple(PassagePart(plan.units[u].start, plan.units[u].end, fused[u], table.row(u)) for u in units)
             if len(units) > 1 else ()
         )
         if sentences:
