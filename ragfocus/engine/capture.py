@@ -227,8 +227,8 @@ class AttentionEngine:
         the batch as one pass instead, every prompt and all its suffixes packed end to end with
         no padding and no cache (``_packed_suffix_attention``; FlashAttention's varlen kernel on
         CUDA, one SDPA call per segment elsewhere); the result is the same up to rounding.
-        ``rank_many`` on an H100 1.17-1.20x without distraction, 1.16-1.30x with it; on a
-        2-core CPU 1.16-1.22x with distraction (``docs/gpu.md``).
+        ``rank_many`` measured faster packed, on a GPU with and without distraction and on a
+        CPU with distraction (figures in ``docs/gpu.md``).
         """
         if not prefixes:
             return torch.zeros((0, 0, 0, 0), device=self.device)

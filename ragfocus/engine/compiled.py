@@ -12,12 +12,11 @@ whole activation:
 
 ``torch.compile(dynamic=True)`` (Inductor; Triton on CUDA, C++ on CPU) makes each one
 generated kernel, and one graph serves every batch shape. The projections, the norms and the
-attention stay as they are. With the embedded model in float16 on an H100, both together made
-the bare forward over every prompt ``rank_many`` reads 1.09-1.15x and ``Focuser.rank_many``
-1.09-1.19x in ``ragfocus bench`` (216-252 queries per second, medians of 3; two probes gave
-0.99x and 1.21x); SwiGLU alone did not speed the bare forward
-(``scripts/gpu/compile_probe.py``, ``docs/gpu.md``): on a small model the host's kernel
-launches are what the GPU waits for.
+attention stay as they are. With the embedded model in float16 on a GPU, both together
+measured faster for the bare forward over every prompt ``rank_many`` reads and for
+``Focuser.rank_many`` in ``ragfocus bench``, though one probe showed no gain; SwiGLU alone
+did not speed the bare forward (``scripts/gpu/compile_probe.py``; figures in ``docs/gpu.md``):
+on a small model the host's kernel launches are what the GPU waits for.
 
 How each is swapped in, without touching transformers' globals:
 

@@ -1,8 +1,8 @@
 """Shape and kernel choices that keep batched forward passes fast on a GPU.
 
-Measured on an H100 (``docs/gpu.md``): with every batch padded to its own longest prompt, each
+Measured on a GPU (``docs/gpu.md``): with every batch padded to its own longest prompt, each
 batch brings new tensor shapes, and cuDNN's fused attention, which PyTorch's SDPA prefers on
-Hopper, spent about 3.7 ms of host time per call re-planning for them (``torch.profiler``,
+recent NVIDIA GPUs, spent host time on every call re-planning for them (``torch.profiler``,
 ``docs/results/gpu-profile-rank-many.txt``). Widths are therefore rounded up to a multiple of
 ``PAD_MULTIPLE`` (the extra positions are masked padding, so no result changes) and SDPA is
 kept to its flash, memory-efficient and math kernels.

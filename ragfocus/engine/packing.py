@@ -11,8 +11,9 @@ into a short list per prompt, so the capture computes only those rows.
 
 The first suffix need not wait for the cache at all: it continues its prefix in the prefix
 pass itself (``continue_prefixes``), under the causal mask, exactly as a prompt followed by
-one query would run. The packed suffixes then mask its tokens out of the cache. On an H100 this
-took the longest suffix (the query) out of the masked suffix pass (``docs/gpu.md``).
+one query would run. The packed suffixes then mask its tokens out of the cache. This takes the
+longest suffix (the query) out of the masked suffix pass, which measured faster on a GPU
+(``docs/gpu.md``).
 
 Everything here is built on the host, once per batch, as index and mask tensors.
 """

@@ -75,8 +75,8 @@ def grouped_query_attention(
     the mask has a head axis of its own (then plain SDPA is used).
 
     With a mask, SDPA takes no grouped-query shortcut: transformers repeats every key/value
-    head once per query head, a copy of the whole KV cache per layer that cost the packed
-    suffix pass more than its own attention on an H100 (``docs/gpu.md``).
+    head once per query head, a copy of the whole KV cache per layer that, measured on a GPU,
+    cost the packed suffix pass more than its own attention (``docs/gpu.md``).
     """
     batch, query_heads, q_len, dim = query.shape
     kv_heads = key.shape[1]

@@ -9,9 +9,11 @@ contains the answer string. Every row is measured in the same run on the same qu
 Per question one record holds every method's scores (JSONL with ``dump=``; reports can be
 rebuilt from records, so runs over parts of a range can be merged):
 
-- ``ragfocus default``: ``Focuser.rank`` itself (the fused relevance of the model's fusion
-  profile), and each of its signals alone: retrieval heads, attention sort, distraction
-  (ranked by the abstain log-probability, highest DE first), BM25 over the given passages;
+- ``ragfocus default``: the fused relevance of the model's fusion profile without
+  distraction, as ``Focuser()`` ranks; ``ragfocus, distraction=True``: ``Focuser.rank`` with
+  the distraction pass (the eval computes it for its own row); and each signal alone:
+  retrieval heads, attention sort, distraction (ranked by the abstain log-probability,
+  highest DE first), BM25 over the given passages;
 - ``ragfocus + retriever``: the same fusion with all-MiniLM-L6-v2's cosine passed as the
   retriever's score (what a caller with a dense retriever gets);
 - head rows (``head_rows=True``): ONE capture of every head per question, each row scoring
@@ -39,7 +41,7 @@ from ragfocus.engine import HeadSet
 from ragfocus.evaluation.baselines import minilm_scores, random_scores
 from ragfocus.evaluation.datasets import HotpotQuestion, hotpotqa
 from ragfocus.focuser import Focuser
-from ragfocus.fusion import fuse
+from ragfocus.fusion import DISTRACTION_SIGNALS, fuse
 from ragfocus.head_profile import HeadProfile
 from ragfocus.prompt import build_prompt
 from ragfocus.scoring.heads import all_heads, middle_layer_heads
@@ -50,6 +52,7 @@ from ragfocus.types import Passage, ScoredPassage
 
 DEFAULT_TOP_KS = (4, 8, 16)
 DEFAULT_ROW = "ragfocus default"
+DISTRACTION_ROW = "ragfocus, distraction=True"
 RETRIEVER_ROW = "ragfocus + retriever (MiniLM score)"
 SENTENCE_ROW = "ragfocus default, sentences"
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -192,7 +195,7 @@ def evaluate_hotpotqa(
                 handle.write(json.dumps(asdict(record)) + "\n")
                 handle.flush()
             if timing:
-                _time_against_forward(focuser, question, record.seconds[DEFAULT_ROW], timed)
+                _time_against_forward(focuser, question, record.seconds[_ranked_row(focuser)], timed)
     finally:
         if handle:
             handle.close()
@@ -219,6 +222,12 @@ def _rankers(focuser: Focuser, *, baselines: bool, peers: bool) -> dict[str, Cal
     return rankers
 
 
+def _ranked_row(focuser: Focuser) -> str:
+    """The row ``Focuser.rank``'s own scores go to: the eval's Focuser computes distraction so
+    that its signal gets a row, and the default row is then fused without it."""
+    return DISTRACTION_ROW if focuser.distraction else DEFAULT_ROW
+
+
 def record_question(
     focuser: Focuser,
     question: HotpotQuestion,
@@ -234,10 +243,13 @@ def record_question(
     seconds: dict[str, float] = {}
     began = time.perf_counter()
     ranked = focuser.rank(question.question, question.paragraphs)
-    seconds[DEFAULT_ROW] = time.perf_counter() - began
+    seconds[_ranked_row(focuser)] = time.perf_counter() - began
     by_index = sorted(ranked, key=lambda passage: passage.index)
     signals = [dict(passage.signals) for passage in by_index]
-    scores[DEFAULT_ROW] = [passage.score for passage in by_index]
+    scores[_ranked_row(focuser)] = [passage.score for passage in by_index]
+    if focuser.distraction:  # the default leaves distraction out: the same signals fused without it
+        lean = [{name: value for name, value in row.items() if name not in DISTRACTION_SIGNALS} for row in signals]
+        scores[DEFAULT_ROW] = fuse(lean, focuser.fusion, positional=focuser.positional)
     scores.update(signal_rows(signals))
     if rows:
         began = time.perf_counter()

@@ -180,13 +180,12 @@ def launch_distraction(
 
     - On CUDA (``packed=None``) the prompts run packed end to end (``_packed_logprob_tensor``,
       at most ``PACKED_TOKENS`` a pass) after their shared prefix, run once
-      (``shared_prefix``): the pass 1.53x the padded chunks with the shared prefix on an H100,
-      ``rank_many`` 1.15-1.23x. Before, fixed-size chunks of the sorted prompts were padded
+      (``shared_prefix``): both the pass and ``rank_many`` measured faster than padded chunks
+      with the shared prefix. Before, fixed-size chunks of the sorted prompts were padded
       to a multiple of ``PAD_MULTIPLE`` (1.47 padded tokens per real one); cutting them at
       longer prompts cost more host time per pass than it saved.
     - On a CPU the chunks of sorted prompts are cut at longer prompts (``length_chunks``)
-      and widths are not rounded; neither the shared prefix nor packing paid there
-      (``rank_many`` 0.95x packed, one query's ``rank`` 1.06x).
+      and widths are not rounded; neither the shared prefix nor packing paid there.
 
     ``packed=True`` packs on any device (one SDPA call per prompt off CUDA); a model that
     cannot pack (``can_pack``) runs the padded chunks.
