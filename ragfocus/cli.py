@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="run the bare forward and rank_many N times, alternating, and report the median of each")
     bench.add_argument("--single", type=int, default=0, metavar="N", help="also time Focuser.rank one query at a time on N questions")
     bench.add_argument("--peer", type=int, default=0, metavar="N", help="also time LongLLMLingua's ranking on N questions")
+    bench.add_argument("--focus-budget", type=int, default=None, metavar="N",
+                       help="also time focus_many(budget=N) after each rank_many run, on the same questions")
     bench.add_argument("--check", type=Path, default=None, metavar="REF.json",
                        help="rank the questions of a recording (ragfocus.evaluation.rankings) and compare: same top 2, score differences")
     bench.add_argument("--record", type=Path, default=None, metavar="PATH",
@@ -339,7 +341,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     focuser = Focuser(loaded, distraction=args.distraction)
     report = run_bench(
         focuser, hotpotqa(args.start, args.questions), batch_size=args.batch_size,
-        single_questions=args.single, peer_questions=args.peer, repeat=args.repeat,
+        single_questions=args.single, peer_questions=args.peer, repeat=args.repeat, focus_budget=args.focus_budget,
         progress=lambda message: print(message, file=sys.stderr),
     )
     report.extra["command"] = " ".join(["ragfocus", *sys.argv[1:]])

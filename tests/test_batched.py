@@ -237,10 +237,10 @@ def test_distraction_of_many_pairs_equals_pair_by_pair(tiny_model: LoadedModel) 
 def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     focuser = Focuser(tiny_model)
     questions = hotpotqa(0, 3)
-    report = run_bench(focuser, questions, batch_size=2, single_questions=2, repeat=3)
-    assert [phase.name for phase in report.phases] == ["bare_forward", "rank_many", "rank_one_at_a_time"]
+    report = run_bench(focuser, questions, batch_size=2, single_questions=2, repeat=3, focus_budget=50)
+    assert [phase.name for phase in report.phases] == ["bare_forward", "rank_many", "focus_many", "rank_one_at_a_time"]
     runs = report.extra["runs"]
-    assert len(runs["bare_forward"]) == len(runs["rank_many"]) == 3
+    assert len(runs["bare_forward"]) == len(runs["rank_many"]) == len(runs["focus_many"]) == 3
     assert report.phases[1].seconds == sorted(runs["rank_many"])[1]  # the median run
     assert len(runs["rank_many_events"]) == 3
     assert report.extra["rank_many_seconds"] in runs["rank_many_split"]  # the median run's split is one of them
@@ -260,6 +260,7 @@ def test_bench_reports_every_phase(tiny_model: LoadedModel) -> None:
     assert "rank_many" in text and "bare forward" in text and "median of runs" in text
     assert "garbage collections" in text
     assert "device worker seconds" in text
+    assert "focus_many / rank_many, time per query" in text
     with pytest.raises(ValueError, match="repeat"):
         run_bench(focuser, questions, batch_size=2, repeat=0)
 
@@ -312,26 +313,29 @@ def test_results_that_fail_on_the_way_back_send_the_batch_one_at_a_time(
     default_focuser: Focuser, dev_questions, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The worker launches a batch and moves on; an error that only shows when its results are
-    read (an asynchronous CUDA error, say) still sends that batch to the one-at-a-time path,
-    with errors='return' (raised with the default errors='raise')."""
+    read (an asynchronous CUDA error of a batch too large, say) still sends that batch to the
+    one-at-a-time path, with errors='return' (raised with the default errors='raise'). The
+    failure here strikes batches of more than one prompt, so the requests retried alone pass."""
     import logging
-    from types import SimpleNamespace
 
-    import ragfocus.focuser as focuser_module
+    import ragfocus.pipeline.device as device_module
 
     requests = [(q.question, q.paragraphs[:3]) for q in dev_questions[:2]]
     expected = [default_focuser.rank(query, passages) for query, passages in requests]
-    launch = focuser_module.launch_prompt_signals
+    launch = device_module.launch_prompt_signals
 
-    def failing_on_read(*args, **kwargs):
-        launch(*args, **kwargs)
+    def failing_on_read(captured, *args, **kwargs):
+        pending = launch(captured, *args, **kwargs)
+        if captured.shape[0] == 1:
+            return pending
 
-        def result():
-            raise RuntimeError("the copy back failed")
+        class Failing:
+            def result(self):
+                raise RuntimeError("the copy back failed")
 
-        return SimpleNamespace(result=result)
+        return Failing()
 
-    monkeypatch.setattr(focuser_module, "launch_prompt_signals", failing_on_read)
+    monkeypatch.setattr(device_module, "launch_prompt_signals", failing_on_read)
     with caplog.at_level(logging.WARNING, logger="ragfocus"):
         batched = default_focuser.rank_many(requests, batch_size=2, errors="return")
     assert "one at a time" in caplog.text and "the copy back failed" in caplog.text

@@ -90,8 +90,8 @@ def test_rank_many_through_the_child_process_equals_this_thread(
     for alone, together in zip(expected, batched):
         assert [(p.index, p.score, p.signals) for p in together] == [(p.index, p.score, p.signals) for p in alone]
     # With the children, the first batch is a quarter of the others, so the device starts sooner.
-    assert there._first_batch_size(64, 1000) == 16 and there._first_batch_size(64, 64) == 64
-    assert here._first_batch_size(64, 1000) == 64
+    assert there.pipeline._first_batch_size(64, 1000) == 16 and there.pipeline._first_batch_size(64, 64) == 64
+    assert here.pipeline._first_batch_size(64, 1000) == 64
     uneven = there.rank_many(requests, batch_size=2)  # batches of 1, then 2: the same up to rounding
     for alone, together in zip(expected, uneven):
         assert [p.index for p in together] == [p.index for p in alone]

@@ -185,13 +185,16 @@ def run_bench(
     single_questions: int = 0,
     peer_questions: int = 0,
     repeat: int = 1,
+    focus_budget: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
     """Time the phases above on ``questions`` (all of them for the bare forward and
     ``rank_many``; the first ``single_questions`` / ``peer_questions`` for the others).
 
     With ``repeat`` > 1 the bare forward and ``rank_many`` run that many times, alternating,
-    and each reports its median run; every run's seconds are kept in ``extra["runs"]``."""
+    and each reports its median run; every run's seconds are kept in ``extra["runs"]``. With
+    ``focus_budget``, ``focus_many(budget=focus_budget)`` runs after each ``rank_many`` run on
+    the same questions (its median is the ``focus_many`` phase)."""
     if not questions:
         raise ValueError("no questions to run")
     if repeat < 1:
@@ -241,6 +244,7 @@ def run_bench(
     all_prompt_runs: list[PhaseTiming] = []
     rank_runs: list[tuple[PhaseTiming, dict[str, float]]] = []
     rank_events: list[RunEvents] = []
+    focus_runs: list[PhaseTiming] = []
     recorder = EventRecorder(device)
     for run in range(1, repeat + 1):
         suffix = f" (run {run} of {repeat})" if repeat > 1 else ""
@@ -257,11 +261,17 @@ def run_bench(
         rank_runs.append((timing, dict(focuser.last_batch_seconds)))
         if recorder.events is not None:
             rank_events.append(recorder.events)
+        if focus_budget is not None:
+            say(f"Focuser.focus_many(budget={focus_budget}) over {len(questions)} questions{suffix}")
+            focus_runs.append(_timed("focus_many", device, len(questions), sum(lengths),
+                                     lambda: focuser.focus_many(requests, budget=focus_budget, batch_size=batch_size)))
     report.phases.append(_median(bare_runs))
     if all_prompt_runs:
         report.phases.append(_median(all_prompt_runs))
     median_rank = _median([timing for timing, _ in rank_runs])
     report.phases.append(median_rank)
+    if focus_runs:
+        report.phases.append(_median(focus_runs))
     report.extra["rank_many_seconds"] = next(split for timing, split in rank_runs if timing is median_rank)
     report.extra["runs"] = {
         "bare_forward": [timing.seconds for timing in bare_runs],
@@ -271,6 +281,8 @@ def run_bench(
     }
     if all_prompt_runs:
         report.extra["runs"]["bare_forward_all_prompts"] = [timing.seconds for timing in all_prompt_runs]
+    if focus_runs:
+        report.extra["runs"]["focus_many"] = [timing.seconds for timing in focus_runs]
     if report.fused_norms:
         with unfused_norms(loaded.model):
             say(f"bare forward over {len(questions)} prompts with transformers' own norms")
@@ -414,6 +426,9 @@ def render_bench(report: BenchReport) -> str:
                 + (f"; before the first batch reached the device {split['fill']:.2f} s, after the last came back {split['drain']:.2f} s"
                    if "fill" in split else "")
             )
+        focused = report.phase("focus_many")
+        if focused is not None and report.phase("rank_many") is not None:
+            console.print(f"focus_many / rank_many, time per query: {focused.seconds / report.phase('rank_many').seconds:.2f}x")  # type: ignore[union-attr]
         single, rank = report.phase("rank_one_at_a_time"), report.phase("rank_many")
         if single is not None and rank is not None:
             console.print(f"rank_many / rank one at a time, queries per second: {rank.queries_per_second / single.queries_per_second:.2f}x")

@@ -78,15 +78,17 @@ class WordOverlapFocuser(Focuser):
     tokens are words. The selection, ordering and copying are ragfocus's own."""
 
     def __init__(self) -> None:  # no model: nothing of Focuser.__init__ is needed by focus()
-        self._count = lambda text: len(text.split())
-        self._lock = threading.RLock()
+        self.token_count = lambda text: len(text.split())
+        self.lock = threading.RLock()
         self.fusion = HEADS_ONLY  # no slot strengths: order="calibrated" falls back to edges
         self.calls = 0
 
-    def _rank(self, query: str, items: Sequence[PassageLike], *, sentences: bool) -> tuple[list[ScoredPassage], dict]:
+    def _rankings(self, requests: list[Any], *, sentences: bool, batch_size: int, errors: str) -> list[Any]:
+        """The pipeline's place in ``focus_many``: each checked request ranked by word overlap."""
         if sentences:
             raise NotImplementedError("the word-overlap fake scores no sentences")
-        return self.rank(query, items), {}
+        return [request if isinstance(request, Exception) else (self.rank(request.query, request.items), {})
+                for request in requests]
 
     def rank(self, query: str, passages: Sequence[PassageLike]) -> list[ScoredPassage]:
         if not isinstance(query, str) or not query.strip():
